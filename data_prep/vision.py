@@ -1,0 +1,16 @@
+"""Image sizing for Qwen-style vision towers, through qwen-vl-utils (the model family's own rule)."""
+from __future__ import annotations
+
+from PIL import Image
+from qwen_vl_utils import fetch_image
+
+from .schema import ImageRef, load_image
+
+
+def fit_image(ref: ImageRef, min_pixels: int, max_pixels: int, patch_size: int = 14,
+              *, where: str = "image") -> Image.Image:
+    """Decode `ref` and resize it so both sides are multiples of 2*patch_size and its area lies
+    in [min_pixels, max_pixels], keeping the aspect ratio (qwen_vl_utils.smart_resize)."""
+    image = load_image(ref, where=where)
+    return fetch_image({"image": image, "min_pixels": min_pixels, "max_pixels": max_pixels},
+                       image_patch_size=patch_size)
