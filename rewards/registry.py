@@ -1,0 +1,185 @@
+"""Verifier registry, per-sample routing and loading of user reward functions.
+
+A verifier is a plain function `fn(response: str, sample: Sample) -> float | RewardResult | None`
+(None: "not applicable to this sample"). Benchmark-rule verifiers also take a keyword `mode`
+(`"lenient"`, the training default, or `"official"`, the eval suite's). Register one with
+`@register_verifier("name")`; a config names it, or `route` picks it from the sample.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.util
+import inspect
+import os
+import re
+import sys
+from typing import Callable
+
+from data_prep.schema import Sample
+
+Verifier = Callable[..., object]
+MODES = ("lenient", "official")
+
+_VERIFIERS: dict[str, Verifier] = {}
+_BUILTINS_LOADED = False
+
+
+def register_verifier(name: str) -> Callable[[Verifier], Verifier]:
+    """Decorator: register `fn` under `name`. Registering another function under a taken name
+    is an error (re-registering the same function, e.g. on module reload, is allowed)."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"verifier name must be a non-empty string, got {name!r}")
+
+    def decorator(fn: Verifier) -> Verifier:
+        _check_signature(fn, f"verifier {name!r}")
+        old = _VERIFIERS.get(name)
+        if old is not None and old is not fn and _qualname(old) != _qualname(fn):
+            raise ValueError(f"verifier {name!r} is registered twice ({_qualname(old)} and "
+                             f"{_qualname(fn)})")
+        _VERIFIERS[name] = fn
+        return fn
+    return decorator
+
+
+def _qualname(fn) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
+def _load_builtins() -> None:
+    global _BUILTINS_LOADED
+    if not _BUILTINS_LOADED:
+        _BUILTINS_LOADED = True
+        importlib.import_module("rewards.verifiers")
+
+
+def verifier_names() -> list[str]:
+    _load_builtins()
+    return sorted(_VERIFIERS)
+
+
+def get_verifier(name: str) -> Verifier:
+    _load_builtins()
+    try:
+        return _VERIFIERS[name]
+    except KeyError:
+        raise ValueError(f"unknown verifier {name!r}{_near(name, _VERIFIERS)}, "
+                         f"registered: {sorted(_VERIFIERS)}") from None
+
+
+def accepts_mode(fn: Verifier) -> bool:
+    try:
+        return "mode" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _near(name: str, options) -> str:
+    near = difflib.get_close_matches(str(name), list(options), n=1, cutoff=0.4)
+    return f" (did you mean {near[0]!r}?)" if near else ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Routing
+# ---------------------------------------------------------------------------------------------
+
+# Benchmarks whose official rule differs from the generic verifier of their answer type.
+# Keys are task names lower-cased with non-alphanumerics removed; a task matches a key when it
+# starts with it (`mathvista_testmini` -> `mathvista`).
+TASK_ROUTES = {
+    "vqav2": "vqa",
+    "vqa": "vqa",
+    "chartqa": "relaxed",
+    "mathvista": "mathvista",
+    "mmmu": "mmmu",
+    "scienceqa": "scienceqa",
+}
+TYPE_ROUTES = {
+    "multiple_choice": "multiple_choice",
+    "integer": "numeric",
+    "float": "numeric",
+    "math": "math",
+    "text": "exact_match",
+    "vqa": "vqa",
+    "list": "list",
+    "count": "count",
+}
+
+
+def route(sample: Sample) -> str:
+    """The verifier name for `sample`: its task's benchmark rule if it has one, else the generic
+    verifier of its `answer_type` (see TYPE_ROUTES)."""
+    task = re.sub(r"[^a-z0-9]", "", str(sample.task or "").lower())
+    if task:
+        for key in sorted(TASK_ROUTES, key=len, reverse=True):
+            if task.startswith(key):
+                return TASK_ROUTES[key]
+    try:
+        return TYPE_ROUTES[sample.answer_type]
+    except KeyError:
+        raise ValueError(f"sample {sample.id!r}: no verifier for answer_type "
+                         f"{sample.answer_type!r}{_near(sample.answer_type, TYPE_ROUTES)}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# User functions: "path/to/file.py:fn" or "package.module:fn"
+# ---------------------------------------------------------------------------------------------
+
+def _check_signature(fn, what: str) -> None:
+    if not callable(fn):
+        raise ValueError(f"{what} is not callable (got {type(fn).__name__})")
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return  # builtins without a signature: let the call decide
+    try:
+        sig.bind("response", "sample")
+    except TypeError:
+        raise ValueError(f"{what} has signature {fn.__name__}{sig}; a verifier must accept "
+                         f"(response: str, sample: Sample)") from None
+
+
+def load_callable(ref: str) -> Verifier:
+    """Load `path/to/file.py:fn` or `package.module:fn`; ValueError with a clear reason if the
+    file, module or function is missing or the function's signature cannot take
+    `(response, sample)`."""
+    if not isinstance(ref, str) or ref.count(":") < 1:
+        raise ValueError(f"reward fn {ref!r}: expected 'path/to/file.py:function' or "
+                         f"'package.module:function'")
+    target, _, fn_name = ref.rpartition(":")
+    if not target or not fn_name.isidentifier():
+        raise ValueError(f"reward fn {ref!r}: expected 'path/to/file.py:function' or "
+                         f"'package.module:function'")
+    if target.endswith(".py") or os.sep in target or "/" in target:
+        path = os.path.abspath(os.path.expanduser(target))
+        if not os.path.isfile(path):
+            raise ValueError(f"reward fn {ref!r}: file {target!r} does not exist")
+        module_name = "_mm_gpg_user_reward_" + re.sub(r"\W", "_", path)
+        module = sys.modules.get(module_name)
+        if module is None:
+            spec = importlib.util.spec_from_file_location(module_name, path)
+            if spec is None or spec.loader is None:
+                raise ValueError(f"reward fn {ref!r}: cannot import {target!r} as a Python file")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[module_name] = module
+            try:
+                spec.loader.exec_module(module)
+            except Exception as exc:
+                del sys.modules[module_name]
+                raise ValueError(f"reward fn {ref!r}: importing {target!r} failed: "
+                                 f"{type(exc).__name__}: {exc}") from exc
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ModuleNotFoundError as exc:
+            raise ValueError(f"reward fn {ref!r}: module {target!r} not found ({exc})") from exc
+        except Exception as exc:
+            raise ValueError(f"reward fn {ref!r}: importing {target!r} failed: "
+                             f"{type(exc).__name__}: {exc}") from exc
+    fn = getattr(module, fn_name, None)
+    if fn is None:
+        public = [n for n, v in vars(module).items() if callable(v) and not n.startswith("_")]
+        raise ValueError(f"reward fn {ref!r}: {target!r} has no function {fn_name!r}"
+                         f"{_near(fn_name, public)}")
+    _check_signature(fn, f"reward fn {ref!r}")
+    return fn

@@ -1,0 +1,202 @@
+"""Text and number normalisation shared by the verifiers (no eval, no sympy: plain regexes).
+
+Numbers are read as exact `Fraction`s: integers, decimals, thousands separators (`1,234`),
+signs, `3/4`, `\\frac{3}{4}`, scientific notation with a small exponent, and a trailing `%`.
+Digits must be ASCII after NFKC normalisation (so full-width `３` and mathematical `𝟑` count as
+3, while look-alikes such as Arabic-Indic `٣`, Cyrillic `З` or the letter `O` do not).
+Units (`°`, `cm`, `m^2`, `%` handled separately, ...) directly after a number are removed.
+"""
+from __future__ import annotations
+
+import re
+import unicodedata
+from fractions import Fraction
+
+MAX_DIGITS = 60
+"""Longer digit runs are not read as numbers (nothing legitimate needs them; they cost time)."""
+
+_SUPERSCRIPTS = str.maketrans({"²": "^2", "³": "^3", "¹": "^1", "°": " ° ", "º": " ° ",
+                               "−": "-", "–": "-", "—": "-", "\u2212": "-", "×": " × "})
+_ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"), None)
+
+
+def clean_unicode(text: str) -> str:
+    """NFKC with superscripts kept as `^n`, minus signs as `-`, zero-width characters dropped."""
+    return unicodedata.normalize("NFKC", text.translate(_SUPERSCRIPTS)).translate(_ZERO_WIDTH)
+
+
+_LATEX_WRAPPERS = re.compile(r"\\(?:text|textbf|textit|mathrm|mathbf|mbox|operatorname|mathit)\s*\{([^{}]*)\}")
+_LATEX_SPACING = re.compile(r"\\[,!;: ]|\\quad|\\qquad|\\left|\\right|\\displaystyle|~")
+_DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\circ|\\degree|°|\bdegrees?\b|\bdeg\b", re.I)
+
+
+def strip_latex(text: str) -> str:
+    """Remove math delimiters, spacing commands and `\\text{}`-style wrappers (keeping content)."""
+    text = text.replace("\\%", "%").replace("{,}", ",").replace("\\$", "$")
+    for _ in range(3):
+        new = _LATEX_WRAPPERS.sub(r"\1", text)
+        if new == text:
+            break
+        text = new
+    text = _LATEX_SPACING.sub(" ", text)
+    text = text.replace("\\(", " ").replace("\\)", " ").replace("\\[", " ").replace("\\]", " ")
+    text = text.replace("$", " ")
+    return text
+
+
+_UNITS = ("cm", "mm", "km", "m", "dm", "in", "inch", "inches", "ft", "feet", "foot", "yd",
+          "yards", "mi", "miles", "units", "unit", "sq", "kg", "g", "mg", "lb", "lbs", "l", "ml",
+          "s", "sec", "seconds", "min", "minutes", "h", "hr", "hours", "years", "days",
+          "meters", "metres", "meter", "centimeters", "centimetres", "millimeters", "kilometers",
+          "mph", "km/h", "m/s", "cm2", "cm3", "m2", "m3", "dollars", "cents", "people", "points",
+          "rad", "radians", "pixels", "px")
+_UNIT_AFTER_NUMBER = re.compile(
+    r"(?<=[0-9}])\s*(?:square\s+|cubic\s+|sq\.?\s+)?(?:" + "|".join(
+        sorted(map(re.escape, _UNITS), key=len, reverse=True))
+    + r")(?:\s*\^\s*\{?[23]\}?)?(?![A-Za-z0-9])", re.I)
+
+
+def strip_units(text: str) -> str:
+    """Remove degree signs anywhere and length/area/time/money units that follow a number."""
+    text = _DEGREES.sub(" ", text)
+    text = _UNIT_AFTER_NUMBER.sub(" ", text)
+    return text.replace("$", " ")
+
+
+def normalize_answer_text(text: str) -> str:
+    """Unicode clean-up, LaTeX wrappers and markdown emphasis removed, whitespace collapsed."""
+    text = strip_latex(clean_unicode(text))
+    text = text.replace("**", " ").replace("__", " ").replace("`", " ")
+    return " ".join(text.split())
+
+
+# ---------------------------------------------------------------------------------------------
+# Numbers
+# ---------------------------------------------------------------------------------------------
+
+_NUM = (r"(?<![0-9.])[-+]?(?:[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)(?:\.[0-9]+)?|(?<![0-9])[-+]?\.[0-9]+")
+_EXP = r"(?:[eE][-+]?[0-9]{1,3}(?![0-9]))?"
+_FRAC_LATEX = re.compile(r"(-?)\\[dt]?frac\s*\{\s*(" + _NUM + r")\s*\}\s*\{\s*(" + _NUM + r")\s*\}")
+_FRAC_LATEX_SHORT = re.compile(r"(-?)\\[dt]?frac\s*([0-9])\s*([0-9])")
+_NUMBER = re.compile(r"(" + _NUM + r")" + _EXP + r"(?:\s*/\s*(" + _NUM + r"))?(\s*%)?")
+_WHOLE_NUMBER = re.compile(r"\s*(" + _NUM + r")(" + _EXP + r")\s*(?:/\s*(" + _NUM + r")\s*)?(%)?\s*")
+
+_SMALL = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+          "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen",
+          "eighteen", "nineteen"]
+_TENS = ["", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
+WORD_NUMBERS: dict[str, int] = {w: i for i, w in enumerate(_SMALL)}
+for _t, _w in enumerate(_TENS):
+    if _w:
+        WORD_NUMBERS[_w] = 10 * _t
+        for _u in range(1, 10):
+            WORD_NUMBERS[f"{_w}-{_SMALL[_u]}"] = 10 * _t + _u
+            WORD_NUMBERS[f"{_w} {_SMALL[_u]}"] = 10 * _t + _u
+WORD_NUMBERS.update({"none": 0, "no": 0, "a hundred": 100, "one hundred": 100})
+_WORD = re.compile(r"\b(" + "|".join(sorted(map(re.escape, WORD_NUMBERS), key=len, reverse=True))
+                   + r")\b", re.I)
+
+
+def _to_fraction(token: str) -> Fraction | None:
+    token = token.replace(",", "").replace("+", "")
+    digits = sum(ch.isdigit() for ch in token)
+    if digits == 0 or digits > MAX_DIGITS:
+        return None
+    try:
+        return Fraction(token)
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def _compose(num: str, exp: str, den: str | None, pct: str | None) -> tuple[Fraction, bool] | None:
+    value = _to_fraction(num)
+    if value is None:
+        return None
+    if exp:
+        value *= Fraction(10) ** int(exp[1:])
+    if den:
+        d = _to_fraction(den)
+        if d is None or d == 0:
+            return None
+        value /= d
+    return value, bool(pct)
+
+
+def _latex_fracs_to_slash(text: str) -> str:
+    text = _FRAC_LATEX.sub(lambda m: f"{m.group(1)}{m.group(2)}/{m.group(3)}", text)
+    return _FRAC_LATEX_SHORT.sub(lambda m: f"{m.group(1)}{m.group(2)}/{m.group(3)}", text)
+
+
+def parse_number(text: str) -> tuple[Fraction, bool] | None:
+    """`text` as a whole read as one number: `(value, had_percent_sign)`, or None.
+
+    `"1,234.5"` -> 1234.5; `"-3/4"` / `"\\frac{3}{4}"` -> ∓3/4; `"25%"` -> (25, True);
+    `"3 cm"` -> 3 (units dropped); `"three"` -> 3.
+    """
+    if len(text) > 200:
+        return None
+    text = _latex_fracs_to_slash(strip_units(strip_latex(clean_unicode(text)))).strip()
+    text = text.strip(" ;:!?\"'").rstrip(".").replace("{", "").replace("}", "")
+    m = _WHOLE_NUMBER.fullmatch(text)
+    if m:
+        return _compose(m.group(1), m.group(2), m.group(3), m.group(4))
+    word = WORD_NUMBERS.get(text.lower())
+    if word is not None:
+        return Fraction(word), False
+    return None
+
+
+def find_numbers(text: str, words: bool = True) -> list[tuple[Fraction, bool]]:
+    """Every number in `text`, in order (digits, fractions, percentages, optionally words)."""
+    text = _latex_fracs_to_slash(strip_units(strip_latex(clean_unicode(text))))
+    found: list[tuple[int, tuple[Fraction, bool]]] = []
+    for m in _NUMBER.finditer(text):
+        num = m.group(1)
+        exp_match = re.match(_EXP, text[m.end(1):])
+        exp = exp_match.group(0) if exp_match else ""
+        parsed = _compose(num, exp, m.group(2), m.group(3))
+        if parsed is not None:
+            found.append((m.start(), parsed))
+    if words:
+        for m in _WORD.finditer(text):
+            found.append((m.start(), (Fraction(WORD_NUMBERS[m.group(1).lower()]), False)))
+    found.sort(key=lambda item: item[0])
+    return [value for _, value in found]
+
+
+_EXPRESSION = re.compile(r"[\^*×√π]|\\[A-Za-z]+")
+
+
+def single_number(text: str, words: bool = True) -> tuple[tuple[Fraction, bool] | None, str]:
+    """The one number an answer states: `((value, percent), "ok")`, `(None, "none")` when it
+    holds no number, `(None, "multiple")` when it states several different ones (a shotgun), or
+    `(None, "expression")` when it is an expression (`2^{10}`, `3\\sqrt{2}`) rather than a number.
+
+    The part after the last `=` is used when there is one (`x = 5`).
+    """
+    whole = parse_number(text)
+    if whole is not None:
+        return whole, "ok"
+    cleaned = clean_unicode(text)
+    if "=" in cleaned:
+        tail = cleaned.rsplit("=", 1)[1]
+        if tail.strip():
+            cleaned = tail
+            whole = parse_number(cleaned)
+            if whole is not None:
+                return whole, "ok"
+    if _EXPRESSION.search(_latex_fracs_to_slash(strip_units(strip_latex(cleaned)))):
+        return None, "expression"
+    numbers = find_numbers(cleaned, words=words)
+    distinct = {value for value, _ in numbers}
+    if not numbers:
+        return None, "none"
+    if len(distinct) > 1:
+        return None, "multiple"
+    return numbers[-1], "ok"
+
+
+def decimals_of(text) -> int | None:
+    """Number of decimal places a gold answer is written with (`"1.45"` -> 2), else None."""
+    m = re.fullmatch(r"\s*[-+]?[0-9,]*\.([0-9]+)\s*%?\s*", str(text))
+    return len(m.group(1)) if m else None

@@ -1,0 +1,131 @@
+"""`math`: symbolic and numeric equivalence through math-verify, units normalised away.
+
+Plain numbers on both sides are compared exactly here (fast, and math-verify misses a bare
+number); anything else goes to math-verify's LaTeX parser. Only its LaTeX extraction is used:
+its plain-expression extraction calls sympy's `parse_expr`, which evaluates Python code, and
+model text must never reach that. Power towers, giant exponents and factorials are refused
+before parsing (`\\boxed{9^{9^{9^{9}}}}` would otherwise run for ever); the worker's hard time
+limit is the backstop.
+"""
+from __future__ import annotations
+
+import re
+import threading
+from functools import lru_cache
+
+from data_prep.schema import Sample
+
+from ..extract import extract_answer
+from ..registry import register_verifier
+from ..textnorm import clean_unicode, parse_number, single_number, strip_units
+from ._common import numbers_equal, result, unparsed
+
+INTERNAL_TIMEOUT_S: int | None = 2
+"""math-verify's own (signal-based) limit per parse/compare, used only on a main thread; the
+scorer's worker sets it below its hard limit. Off the main thread math-verify runs without it."""
+
+MAX_LATEX_CHARS = 400
+
+
+def too_complex(text: str) -> str | None:
+    """A reason to refuse `text` before any parsing, or None."""
+    if len(text) > MAX_LATEX_CHARS:
+        return "too long"
+    if re.search(r"[0-9]{3,}\s*!|!\s*!", text):
+        return "large factorial"
+    i = text.find("^")
+    while i >= 0:
+        j = i + 1
+        while j < len(text) and text[j] in " \t":
+            j += 1
+        if j < len(text) and text[j] == "{":
+            depth, k = 0, j
+            while k < len(text):
+                depth += text[k] == "{"
+                depth -= text[k] == "}"
+                if depth == 0:
+                    break
+                k += 1
+            exponent = text[j + 1:k]
+        else:
+            m = re.match(r"[-+]?[0-9.]+|\\?[A-Za-z]+|.", text[j:])
+            exponent = m.group(0) if m else ""
+        if "^" in exponent or "**" in exponent:
+            return "nested exponent"
+        digits = re.findall(r"[0-9]+", exponent)
+        if any(len(d) > 4 for d in digits):
+            return "huge exponent"
+        if text.count("^") > 8:
+            return "too many exponents"
+        i = text.find("^", i + 1)
+    if "**" in text:
+        return "python power operator"
+    return None
+
+
+def _timeouts() -> tuple[dict, dict]:
+    on_main = threading.current_thread() is threading.main_thread()
+    t = INTERNAL_TIMEOUT_S if on_main else None
+    if t is None:  # we bound time ourselves (worker hard limit); silence its one-time warning
+        import math_verify.grader
+        import math_verify.parser
+        math_verify.parser.TIMEOUT_WARNING_SHOWN = True
+        math_verify.grader.TIMEOUT_WARNING_SHOWN = True
+    return {"parsing_timeout": t}, {"timeout_seconds": t}
+
+
+def _latex(text: str) -> str:
+    text = strip_units(clean_unicode(text)).strip()
+    text = text.replace("\\$", "").replace("$", "").strip().rstrip(".")
+    return f"${text}$"
+
+
+@lru_cache(maxsize=4096)
+def _parse(text: str):
+    from math_verify import LatexExtractionConfig, parse  # heavy import, only where needed
+    parse_kw, _ = _timeouts()
+    try:
+        return tuple(parse(_latex(text), extraction_config=[LatexExtractionConfig()],
+                           fallback_mode="no_fallback", **parse_kw))
+    except Exception:
+        return ()
+
+
+def _verify(gold, pred) -> bool:
+    from math_verify import verify
+    _, verify_kw = _timeouts()
+    try:
+        return bool(verify(list(gold), list(pred), **verify_kw))
+    except Exception:
+        return False
+
+
+def warm_up() -> None:
+    """Import and exercise math-verify once (workers call it before accepting work)."""
+    _verify(_parse("\\frac{1}{2}"), _parse("0.5"))
+
+
+@register_verifier("math")
+def math_answer(response: str, sample: Sample):
+    ex = extract_answer(response)
+    if ex.text is None:
+        return unparsed("math", ex, ex.rule)
+    if ex.ambiguous:
+        return result("math", 0.0, ex, reason="several different answers")
+    gold_text = str(sample.answer)
+    gold_num = parse_number(gold_text)
+    pred_num, status = single_number(ex.text, words=False)
+    if gold_num is not None and pred_num is not None:
+        return result("math", numbers_equal(pred_num, gold_num, gold_text), ex, method="number")
+    if gold_num is not None and status == "multiple":
+        return result("math", 0.0, ex, shotgun=True, reason="several different numbers")
+    reason = too_complex(ex.text)
+    if reason:
+        return unparsed("math", ex, reason)
+    pred = _parse(ex.text)
+    if not pred:
+        return unparsed("math", ex, "math-verify could not parse the answer")
+    gold = _parse(gold_text)
+    if not gold:
+        raise ValueError(f"math: sample {sample.id!r}: gold answer {sample.answer!r} does not parse")
+    return result("math", _verify(gold, pred), ex, method="math_verify")
