@@ -41,26 +41,30 @@ class SpecRunner:
         else:
             self.fn = None
 
-    def __call__(self, response: str, sample: Sample):
+    def resolve(self, sample: Sample):
+        """`(verifier name, function)` for this sample."""
         if self.kind == "route":
             name = route(sample)
-            fn = get_verifier(name)
-        else:
-            name, fn = self.spec.get("name") or self.spec["component"], self.fn
+            return name, get_verifier(name)
+        return self.spec.get("name") or self.spec["component"], self.fn
+
+    def __call__(self, name: str, fn, response: str, sample: Sample):
         if self.mode is not None and accepts_mode(fn):
             value = fn(response, sample, mode=self.mode)
         else:
             value = fn(response, sample)
-        return name, as_result(value, name)
+        return as_result(value, name)
 
 
 def run_one(runner: SpecRunner, response: str, sample: Sample) -> tuple:
     """`(status, verifier_name, score, components, info)` for one call; never raises."""
+    name = runner.spec.get("name")
     try:
-        name, res = runner(response, sample)
+        name, fn = runner.resolve(sample)
+        res = runner(name, fn, response, sample)
     except Exception as exc:  # a broken verifier must not take the training step down
         where = traceback.extract_tb(exc.__traceback__)[-1]
-        return (ERROR, runner.spec.get("name"), None, {},
+        return (ERROR, name, None, {},
                 {"error": f"{type(exc).__name__}: {exc} ({where.filename}:{where.lineno})"})
     if res is None:
         return (NOT_APPLICABLE, name, None, {}, {})

@@ -1,2 +1,2 @@
 """The built-in verifiers; importing this package registers them."""
-from . import choice, formats, math, numeric  # noqa: F401
+from . import benchmarks, chartqa, choice, formats, math, numeric, vqa  # noqa: F401
