@@ -1,0 +1,15 @@
+"""Adapters for the public benchmarks, each registered as a data source by name.
+
+Importing this package registers every adapter (`data_prep.registry` imports it lazily):
+`geometry3k`, `mathvista`, `mathverse`, `geoqa`, `clevr_count`, `superclevr`, `chartqa`,
+`vqav2`, `scienceqa`, `mmmu`. See `base` for the loader contract they share.
+"""
+from . import chartqa, clevr, geometry3k, geoqa, mathverse, mathvista, mmmu, scienceqa, vqav2  # noqa: F401
+from .base import (BadRecord, SampleStream, SampleTable, SourceDef, define_source, format_skipped,
+                   skipped_report, split_by_id)
+
+ADAPTER_SOURCES = ("geometry3k", "mathvista", "mathverse", "geoqa", "clevr_count", "superclevr",
+                   "chartqa", "vqav2", "scienceqa", "mmmu")
+
+__all__ = ["ADAPTER_SOURCES", "BadRecord", "SampleStream", "SampleTable", "SourceDef", "define_source",
+           "format_skipped", "skipped_report", "split_by_id"]
