@@ -2,8 +2,8 @@
 
 It is started as a plain `python -c` subprocess (not multiprocessing's spawn, which re-runs the
 caller's `__main__` and so breaks scripts without a main guard), on one end of a socket pair
-wrapped as a `multiprocessing.connection.Connection`. The first message is `(sys_path, specs,
-timeout_s)`; the worker answers `("ready", None)` once its verifiers are loaded and warm, or
+wrapped as a `multiprocessing.connection.Connection`. The first message is the caller's
+`sys.path`, the second `(specs, timeout_s)`; the worker answers `("ready", None)` once its verifiers are loaded and warm, or
 `("error", message)`.
 
 Protocol on its pipe: the parent sends `(chunk_id, tasks)` where each task is
@@ -22,6 +22,9 @@ from data_prep.schema import Sample
 
 from .registry import accepts_mode, get_verifier, load_callable, route
 from .result import as_result
+
+# verifiers that may reach math-verify (the worker warms it up before accepting work)
+MATH_USERS = {"math"}
 
 # outcome statuses
 OK, NOT_APPLICABLE, ERROR, TIMEOUT = "ok", "none", "error", "timeout"
@@ -95,12 +98,16 @@ def entry(conn_fd: int, progress_fd: int) -> None:
     conn = Connection(conn_fd)
     progress = memoryview(mmap.mmap(progress_fd, 16)).cast("d")
     try:
-        sys_path, specs, timeout_s = conn.recv()
+        sys_path = conn.recv()
+        for entry_path in reversed(sys_path):
+            if entry_path not in sys.path:
+                sys.path.insert(0, entry_path)
+        specs, timeout_s = conn.recv()  # may import the caller's modules: after sys.path
     except (EOFError, OSError):
         return
-    for entry_path in reversed(sys_path):
-        if entry_path not in sys.path:
-            sys.path.insert(0, entry_path)
+    except Exception as exc:
+        conn.send(("error", f"cannot load the reward specs: {type(exc).__name__}: {exc}"))
+        return
     main(conn, progress, specs, timeout_s)
 
 
@@ -109,7 +116,8 @@ def main(conn, progress, specs: list[dict], timeout_s: float) -> None:
         from .verifiers import math as math_verifier
         math_verifier.INTERNAL_TIMEOUT_S = max(1, int(timeout_s / 3)) if timeout_s >= 1.5 else None
         runners = [SpecRunner(spec) for spec in specs]
-        math_verifier.warm_up()
+        if any(spec["kind"] == "route" or spec.get("name") in MATH_USERS for spec in specs):
+            math_verifier.warm_up()
     except Exception as exc:
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
         return

@@ -146,7 +146,8 @@ class _Worker:
                 p for p in [_package_root(), os.environ.get("PYTHONPATH", "")] if p)})
         child_sock.close()
         self.conn = Connection(parent_sock.detach())
-        self.conn.send(([p for p in sys.path if isinstance(p, str)], specs, timeout_s))
+        self.conn.send([p for p in sys.path if isinstance(p, str)])  # before anything to unpickle
+        self.conn.send((specs, timeout_s))
         self.ready = False
         self.started = time.monotonic()
         self.chunk = None       # (chunk_id, tasks) while busy
@@ -189,6 +190,9 @@ def _shared_cell() -> int:
 
 def _stop(workers: list) -> None:
     for w in workers:
+        if not w.ready or w.chunk is not None:  # starting up or mid-call: nothing to wait for
+            w.kill()
+            continue
         try:
             w.conn.send(None)
         except Exception:
@@ -225,16 +229,20 @@ class RewardScorer:
         self.stats = {"responses": 0, "timeouts": 0, "parse_failures": 0, "errors": 0,
                       "worker_restarts": 0}
         if num_workers:
+            builtins = _builtin_names()
             for spec in self.specs:
-                fn = spec.get("callable")
-                if fn is not None and getattr(fn, "__module__", None) == "__main__":
-                    if spec["name"] in _builtin_names():
-                        spec["callable"] = None
-                    else:
-                        raise ValueError(
-                            f"verifier {spec['name']!r} is defined in __main__, which the scoring "
-                            f"workers cannot import; move it to a file and name it with "
-                            f"{{'fn': 'path/to/file.py:{fn.__name__}'}} (or use num_workers=0)")
+                if spec["kind"] != "name" or spec["name"] in builtins:
+                    spec["callable"] = None  # the workers have the built-ins
+                    continue
+                fn = get_verifier(spec["name"])
+                if getattr(fn, "__module__", None) == "__main__" or spec.get("callable") is None:
+                    where = ("is defined in __main__, which the scoring workers cannot import"
+                             if getattr(fn, "__module__", None) == "__main__" else
+                             "cannot be sent to the scoring workers (not a module-level function)")
+                    raise ValueError(
+                        f"verifier {spec['name']!r} {where}; move it to a file and name it with "
+                        f"{{'fn': 'path/to/file.py:{getattr(fn, '__name__', 'fn')}'}} "
+                        f"(or use num_workers=0)")
         self._workers: list[_Worker] = []
         self._runners = None
         self._closed = False

@@ -92,9 +92,11 @@ for _t, _w in enumerate(_TENS):
         for _u in range(1, 10):
             WORD_NUMBERS[f"{_w}-{_SMALL[_u]}"] = 10 * _t + _u
             WORD_NUMBERS[f"{_w} {_SMALL[_u]}"] = 10 * _t + _u
-WORD_NUMBERS.update({"none": 0, "no": 0, "a hundred": 100, "one hundred": 100})
+WORD_NUMBERS.update({"a hundred": 100, "one hundred": 100})
+# Words found inside a sentence; "none" counts only as a whole answer (WHOLE_WORD_NUMBERS).
 _WORD = re.compile(r"\b(" + "|".join(sorted(map(re.escape, WORD_NUMBERS), key=len, reverse=True))
                    + r")\b", re.I)
+WHOLE_WORD_NUMBERS = {**WORD_NUMBERS, "none": 0}
 
 
 def _to_fraction(token: str) -> Fraction | None:
@@ -140,7 +142,7 @@ def parse_number(text: str) -> tuple[Fraction, bool] | None:
     m = _WHOLE_NUMBER.fullmatch(text)
     if m:
         return _compose(m.group(1), m.group(2), m.group(3), m.group(4))
-    word = WORD_NUMBERS.get(text.lower())
+    word = WHOLE_WORD_NUMBERS.get(" ".join(text.lower().split()))
     if word is not None:
         return Fraction(word), False
     return None

@@ -71,6 +71,13 @@ def _text_hits(text: str, choices) -> set[int]:
                                        for j in hits)}
 
 
+def _named_options(text: str, choices, n: int) -> set[int]:
+    """Every option free text names, by `(X)`, a standalone capital letter, or its text."""
+    named = {ord(x) - 65 for x in _PAREN_LETTER.findall(text) if ord(x) - 65 < n}
+    named |= {ord(x) - 65 for x in _BARE_LETTER.findall(text) if ord(x) - 65 < n}
+    return named | _text_hits(text, choices)
+
+
 def parse_choice(answer: str, choices) -> tuple[int | None, str]:
     """Map an extracted answer to a 0-based option index: `(index, "ok")`, or
     `(None, "multiple")` for a shotgun answer, or `(None, "none")` when nothing is named."""
@@ -90,10 +97,7 @@ def parse_choice(answer: str, choices) -> tuple[int | None, str]:
     m = _LETTER_THEN_TEXT.fullmatch(text)
     if m and ord(m.group(1)) - 65 < n:
         i = ord(m.group(1)) - 65
-        rest = m.group(2)
-        if not choices:
-            return i, "ok"
-        named = _text_hits(rest, choices)
+        named = _named_options(m.group(2), choices, n)
         if not named or named == {i}:
             return i, "ok"
         return None, "multiple"
@@ -101,10 +105,7 @@ def parse_choice(answer: str, choices) -> tuple[int | None, str]:
     m = _INDEX_ONLY.fullmatch(text)
     if m and choices and not numeric_options and 1 <= int(m.group(1)) <= n:
         return int(m.group(1)) - 1, "ok"
-    # Free text: every option the text names, by letter or by option text.
-    named = {ord(x) - 65 for x in _PAREN_LETTER.findall(text) if ord(x) - 65 < n}
-    named |= {ord(x) - 65 for x in _BARE_LETTER.findall(text) if ord(x) - 65 < n}
-    named |= _text_hits(text, choices)
+    named = _named_options(text, choices, n)
     if len(named) == 1:
         return named.pop(), "ok"
     if len(named) > 1:

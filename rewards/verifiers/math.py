@@ -101,8 +101,11 @@ def _verify(gold, pred) -> bool:
 
 
 def warm_up() -> None:
-    """Import and exercise math-verify once (workers call it before accepting work)."""
-    _verify(_parse("\\frac{1}{2}"), _parse("0.5"))
+    """Import and exercise math-verify's main paths once (numbers, symbols, roots, powers,
+    equations, sets), so that sympy's lazy imports do not land on the first scored call
+    (workers call this before accepting work)."""
+    for gold, pred in (("\\frac{1}{2}", "0.5"), ("9", "ab c"), ("\\sqrt{2}", "2^{1/2}")):
+        _verify(_parse(gold), _parse(pred))
 
 
 @register_verifier("math")
