@@ -92,12 +92,15 @@ def after_think(text: str) -> str:
 
 
 def _distinct(items: list[str]) -> list[str]:
-    seen: dict[str, None] = {}
+    """The different answers among `items` (whitespace-insensitive), in order of their last
+    appearance, each as written (stripped)."""
+    seen: dict[str, str] = {}
     for item in items:
         key = " ".join(item.split())
         if key:
-            seen.setdefault(key, None)
-    return list(seen)
+            seen.pop(key, None)
+            seen[key] = item.strip()
+    return list(seen.values())
 
 
 def _unwrap_boxed(span: str) -> str:

@@ -1,0 +1,176 @@
+"""The adversarial corpus: for every item and every verifier, nothing executes, every call
+returns on its own well within its limit (no timeouts, no errors), and shotgun answers score 0."""
+import time
+
+import pytest
+
+from data_prep import Sample
+from rewards import build_scorer
+
+LIMIT_S = 5.0
+OPTS = ["1", "2", "3", "4"]
+
+
+def samples() -> list[Sample]:
+    """One sample per route, each with gold "3" (or the option holding "3", C / index 2)."""
+    def s(i, **kw):
+        return Sample(id=f"adv-{i}", **kw)
+    return [
+        s(0, answer="3", answer_type="math"),
+        s(1, answer="3", answer_type="integer"),
+        s(2, answer="3", answer_type="float"),
+        s(3, answer="3", answer_type="count"),
+        s(4, answer="C", answer_type="multiple_choice", choices=OPTS),
+        s(5, answer="3", answer_type="text"),
+        s(6, answer="3", answer_type="vqa", meta={"answers": ["3"] * 10}),
+        s(7, answer="3", answer_type="list"),
+        s(8, answer="3", answer_type="text", task="chartqa", meta={"labels": ["3"]}),
+        s(9, answer="3", answer_type="integer", task="mathvista",
+          meta={"question_type": "free_form", "mathvista_answer_type": "integer"}),
+        s(10, answer="3", answer_type="multiple_choice", choices=OPTS, task="mathvista",
+          meta={"question_type": "multi_choice", "mathvista_answer_type": "text"}),
+        s(11, answer="C", answer_type="multiple_choice", choices=OPTS, task="mmmu",
+          meta={"question_type": "multiple-choice"}),
+        s(12, answer="3", answer_type="text", task="mmmu", meta={"question_type": "open"}),
+        s(13, answer=2, answer_type="multiple_choice", choices=OPTS, task="scienceqa"),
+    ]
+
+
+def injections(path) -> list[str]:
+    p = str(path)
+    return [
+        f"__import__('os').system('touch {p}')",
+        f"<answer>__import__('os').system('touch {p}')</answer>",
+        f"\\boxed{{__import__('os').system('touch {p}')}}",
+        f"<answer>(lambda: open('{p}', 'w').write('x'))()</answer>",
+        f"<answer>(lambda f: f(f))(lambda f: open('{p}', 'w'))</answer>",
+        "<answer>().__class__.__bases__[0].__subclasses__()</answer>",
+        "<answer>[c for c in ().__class__.__base__.__subclasses__() if c.__name__ == 'Popen']</answer>",
+        f"<answer>eval(\"open('{p}', 'w')\")</answer>",
+        f"<answer>exec('import os; os.system(\"touch {p}\")')</answer>",
+        f"<answer>Symbol('x').__class__.__init__.__globals__['os'].system('touch {p}')</answer>",
+        f"<answer>$\\input{{{p}}}$</answer>",
+        "<answer>__import__('time').sleep(100)</answer>",
+        f"<think>x</think><answer>7; __import__('os').system('touch {p}')</answer>",
+    ]
+
+
+HUGE = [
+    "A" * 1_000_000,                                                        # 1 MB, one line
+    "<think>" + "reason " * 150_000 + "</think><answer>3</answer>",        # 1 MB of reasoning
+    "\\boxed{" * 10_000 + "3" + "}" * 10_000,                              # 10,000 nested boxes
+    "{" * 10_000 + "3" + "}" * 10_000,                                     # 10,000 nested braces
+    "<answer>" + "{" * 900 + "3" + "}" * 900 + "</answer>",
+    "<answer>" + "(" * 10_000 + "3" + ")" * 10_000 + "</answer>",
+    "\\boxed{9^{9^{9^{9}}}}",
+    "<answer>9^{9^{9^{9}}}</answer>",
+    "<answer>9**9**9**9</answer>",
+    "<answer>10^{10^{10}}</answer>",
+    "<answer>2^{1000000}</answer>",
+    "<answer>100000!</answer>",
+    "<answer>1e999999999</answer>",
+    "<answer>" + "9" * 1500 + "</answer>",
+    "<answer>" + "1" * 5000 + "</answer>",
+    "0." + "1" * 200_000,
+    "<answer>" + "\\frac{" * 300 + "1" + "}{2}" * 300 + "</answer>",
+]
+LOOKALIKES = [
+    "<answer>٣</answer>",          # Arabic-Indic three
+    "<answer>З</answer>",          # Cyrillic Ze
+    "<answer>３</answer>",          # full-width three
+    "<answer>𝟑</answer>",          # mathematical bold three
+    "<answer>³</answer>",           # superscript three
+    "<answer>Ⅲ</answer>",          # Roman numeral three
+    "<answer>3\u20e3</answer>",     # keycap
+    "<answer>3\u200b</answer>",     # zero-width space
+    "<answer>Ｃ</answer>",          # full-width C
+    "<answer>С</answer>",          # Cyrillic Es
+]
+SHOTGUNS = [
+    "<answer>A B C D</answer>",
+    "<think>x</think><answer>A or C</answer>",
+    "<answer>C or D</answer>",
+    "<answer>(A) (B) (C) (D)</answer>",
+    "<answer>A, B, C, D</answer>",
+    "<answer>1 2 3 4 5</answer>",
+    "<answer>3 or 4</answer>",
+    "<answer>2, 3, 4</answer>",
+    "\\boxed{1} \\boxed{2} \\boxed{3} \\boxed{4}",
+    "<answer>1</answer><answer>2</answer><answer>3</answer><answer>4</answer>",
+    "<answer>\\boxed{2} \\boxed{3}</answer>",
+]
+
+
+@pytest.fixture(scope="module")
+def scorers():
+    specs = [{"name": "accuracy"}, {"name": "format_r1"}, {"name": "format_boxed", "component": "boxed"}]
+    lenient = build_scorer(specs, timeout_s=LIMIT_S, num_workers=2)
+    official = build_scorer([{"name": "accuracy", "mode": "official"}], timeout_s=LIMIT_S, num_workers=2)
+    yield lenient, official
+    lenient.close()
+    official.close()
+
+
+def _score_all(scorer, responses):
+    pool = samples()
+    rs = [r for r in responses for _ in pool]
+    ss = [s for _ in responses for s in pool]
+    start = time.monotonic()
+    results = scorer.score(rs, ss)
+    return results, time.monotonic() - start, len(pool)
+
+
+@pytest.mark.parametrize("mode", [0, 1])
+def test_injection_strings_execute_nothing(scorers, tmp_path, mode):
+    sentinel = tmp_path / "pwned"
+    results, _, _ = _score_all(scorers[mode], injections(sentinel))
+    assert not sentinel.exists()
+    for res in results:
+        assert res.info["timeouts"] == 0 and res.info["errors"] == 0, res.info
+        if mode == 0:  # (official MathVista/MMMU rules map any text to some option or number)
+            assert res.components["accuracy"] == 0.0
+
+
+@pytest.mark.parametrize("mode", [0, 1])
+def test_huge_and_pathological_inputs_return_quickly(scorers, mode):
+    results, elapsed, n = _score_all(scorers[mode], HUGE)
+    for i, res in enumerate(results):
+        assert res.info["timeouts"] == 0 and res.info["errors"] == 0, (i // n, res.info)
+        assert 0.0 <= res.components["accuracy"] <= 1.0
+    # the legitimately answered 1 MB response still scores (every route's gold is 3)
+    reasoning = results[1 * n:2 * n]
+    assert all(r.components["accuracy"] == 1.0 for r in reasoning[:4])
+    assert elapsed < 30
+
+
+@pytest.mark.parametrize("mode", [0, 1])
+def test_lookalike_digits(scorers, mode):
+    results, _, n = _score_all(scorers[mode], LOOKALIKES)
+    for res in results:
+        assert res.info["timeouts"] == 0 and res.info["errors"] == 0, res.info
+    numeric = {text: results[i * n + 1].components["accuracy"] for i, text in enumerate(LOOKALIKES)}
+    # NFKC-equivalent digits are the digit; look-alikes from other scripts are not
+    assert numeric["<answer>３</answer>"] == 1.0 and numeric["<answer>𝟑</answer>"] == 1.0
+    assert numeric["<answer>3\u200b</answer>"] == 1.0
+    assert numeric["<answer>٣</answer>"] == 0.0 and numeric["<answer>З</answer>"] == 0.0
+    assert numeric["<answer>³</answer>"] == 0.0      # "^3": an expression, not 3
+
+
+def test_shotgun_answers_score_zero_in_lenient_mode(scorers):
+    results, _, n = _score_all(scorers[0], SHOTGUNS)
+    for i, res in enumerate(results):
+        assert res.info["timeouts"] == 0 and res.info["errors"] == 0
+        assert res.components["accuracy"] == 0.0, (SHOTGUNS[i // n], samples()[i % n].task,
+                                                     samples()[i % n].answer_type, res.info)
+
+
+def test_shotgun_answers_in_official_mode(scorers):
+    # Official rules are the benchmarks' code. VQAv2, ChartQA, ScienceQA, MathVista integers and
+    # our generic verifiers still give 0; MMMU's parser takes the *last* letter of "A B C D"
+    # and MathVista maps any text to its nearest option, as their official code does.
+    results, _, n = _score_all(scorers[1], SHOTGUNS)
+    quirky = {10, 11, 12}  # mathvista multi_choice, mmmu multiple-choice and open
+    for i, res in enumerate(results):
+        assert res.info["timeouts"] == 0 and res.info["errors"] == 0
+        if i % n not in quirky:
+            assert res.components["accuracy"] == 0.0, (SHOTGUNS[i // n], i % n, res.info)
