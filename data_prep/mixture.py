@@ -4,32 +4,52 @@ Every choice is a pure function of (seed, position), so the whole state is a few
 (`state_dict`) and a resumed run draws exactly the prompts the uninterrupted run would have.
 All ranks draw the same global batch and each keeps its slice (`shard`), which makes N
 processes see exactly the data one process sees.
+
+A source is either a `Sequence` (random access: walked in a seeded permutation per epoch) or an
+iterable (a streaming source: walked in its own order, restarted for each epoch). An iterable
+that has `iter_from(position, epoch)` (a `data_prep.adapters.SampleStream`) resumes at its raw
+record position; any other iterable is resumed by re-reading and dropping the samples already
+drawn in the current epoch. Either way the state stays a few integers.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
 from .schema import Sample
 
 
-class Mixture:
-    """Draw samples from `sources` (name -> Sequence of Samples) with relative `weights`.
+def _is_sequence(source) -> bool:
+    return hasattr(source, "__getitem__") and hasattr(source, "__len__")
 
-    Each source is walked in a fresh seeded permutation per epoch, so within an epoch no
-    sample repeats.
+
+class Mixture:
+    """Draw samples from `sources` (name -> Sequence or iterable of Samples) with relative
+    `weights`.
+
+    Each Sequence source is walked in a fresh seeded permutation per epoch, so within an epoch no
+    sample repeats; each iterable source is read in its own order, epoch after epoch.
     """
 
-    def __init__(self, sources: dict[str, Sequence[Sample]], weights: dict[str, float] | None = None,
-                 seed: int = 0):
+    def __init__(self, sources: dict[str, Sequence[Sample] | Iterable[Sample]],
+                 weights: dict[str, float] | None = None, seed: int = 0):
         if not sources:
             raise ValueError("mixture: no sources")
         self.names = list(sources)
         self.sources = [sources[n] for n in self.names]
-        for name, src in zip(self.names, self.sources):
-            if len(src) == 0:
+        self._streaming = [not _is_sequence(src) for src in self.sources]
+        for name, src, streaming in zip(self.names, self.sources, self._streaming):
+            if streaming:
+                if not isinstance(src, Iterable):
+                    raise TypeError(f"mixture: source {name!r} is neither a sequence nor an iterable")
+            elif len(src) == 0:
                 raise ValueError(f"mixture: source {name!r} is empty")
+        unknown = set(weights or {}) - set(self.names)
+        if unknown:
+            raise ValueError(f"mixture: weights given for unknown source(s) {sorted(unknown)}, "
+                             f"sources are {self.names}")
         weights = weights or {}
         w = np.array([float(weights.get(n, 1.0)) for n in self.names])
         if (w < 0).any() or w.sum() <= 0:
@@ -39,6 +59,10 @@ class Mixture:
         self.drawn = 0
         self.positions = [0] * len(self.sources)
         self._perm_cache: dict[tuple[int, int], np.ndarray] = {}
+        # Streaming sources: epoch, raw position within it, samples drawn within it, live iterator.
+        n = len(self.sources)
+        self._epoch, self._raw, self._in_epoch = [0] * n, [0] * n, [0] * n
+        self._iters: list = [None] * n
 
     def _permutation(self, source_index: int, epoch: int) -> np.ndarray:
         key = (source_index, epoch)
@@ -53,15 +77,54 @@ class Mixture:
         for _ in range(n):
             choice_rng = np.random.default_rng([self.seed, 1_000_003, self.drawn])
             s = int(choice_rng.choice(len(self.sources), p=self.probs))
-            size = len(self.sources[s])
-            epoch, offset = divmod(self.positions[s], size)
-            out.append(self.sources[s][int(self._permutation(s, epoch)[offset])])
+            if self._streaming[s]:
+                out.append(self._next_streamed(s))
+            else:
+                size = len(self.sources[s])
+                epoch, offset = divmod(self.positions[s], size)
+                out.append(self.sources[s][int(self._permutation(s, epoch)[offset])])
             self.positions[s] += 1
             self.drawn += 1
         return out
 
+    def _open_stream(self, s: int):
+        src, epoch = self.sources[s], self._epoch[s]
+        if hasattr(src, "iter_from"):
+            return src.iter_from(self._raw[s], epoch)
+        # A plain iterable: raw position == samples drawn this epoch; replay up to it.
+        return itertools.islice(iter(src), self._in_epoch[s], None)
+
+    def _next_streamed(self, s: int) -> Sample:
+        for _ in range(2):
+            if self._iters[s] is None:
+                self._iters[s] = self._open_stream(s)
+            it = self._iters[s]
+            try:
+                sample = next(it)
+            except StopIteration:
+                if self._in_epoch[s] == 0:
+                    raise ValueError(f"mixture: source {self.names[s]!r} is empty") from None
+                self._epoch[s] += 1
+                self._raw[s] = self._in_epoch[s] = 0
+                self._iters[s] = None
+                continue
+            self._in_epoch[s] += 1
+            self._raw[s] = getattr(it, "position", self._in_epoch[s])
+            return sample
+        raise ValueError(f"mixture: source {self.names[s]!r} is empty")
+
+    def skipped(self) -> dict[str, int]:
+        """Malformed records each source left out (sources with `on_bad_record: skip`)."""
+        return {n: int(getattr(src, "skipped", 0)) for n, src in zip(self.names, self.sources)
+                if getattr(src, "skipped", 0)}
+
     def state_dict(self) -> dict:
-        return {"drawn": self.drawn, "positions": dict(zip(self.names, self.positions))}
+        state = {"drawn": self.drawn, "positions": dict(zip(self.names, self.positions))}
+        streams = {n: {"epoch": self._epoch[i], "raw": self._raw[i], "in_epoch": self._in_epoch[i]}
+                   for i, n in enumerate(self.names) if self._streaming[i]}
+        if streams:
+            state["streams"] = streams
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         if set(state["positions"]) != set(self.names):
@@ -69,6 +132,14 @@ class Mixture:
                              f"this run has {sorted(self.names)}")
         self.drawn = int(state["drawn"])
         self.positions = [int(state["positions"][n]) for n in self.names]
+        streams = state.get("streams", {})
+        for i, n in enumerate(self.names):
+            if self._streaming[i]:
+                if n not in streams:
+                    raise ValueError(f"mixture state has no stream position for streaming source {n!r}")
+                st = streams[n]
+                self._epoch[i], self._raw[i], self._in_epoch[i] = int(st["epoch"]), int(st["raw"]), int(st["in_epoch"])
+                self._iters[i] = None
 
 
 def shard(items: list, rank: int, world_size: int) -> list:
