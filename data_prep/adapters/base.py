@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 from PIL import Image
 
 from ..registry import register_source
@@ -472,61 +473,89 @@ class SampleTable(Sequence, _SkipCounter):
         return f"SampleTable({self.name!r}, {len(self)} samples, {self.skipped} skipped)"
 
 
-class SampleStream(Iterable, _SkipCounter):
+class SampleStream(Iterable):
     """Samples read one at a time from a streaming dataset; memory stays bounded.
 
-    Each `iter()` is a fresh pass from the start. `skipped` counts the bad records met in the
-    current (latest) pass. `iter_from(position, epoch)` starts a pass at raw record `position`
-    (records already consumed, bad ones included) of shuffle epoch `epoch`; the iterator it
-    returns exposes `position` so that a `Mixture` can checkpoint it.
+    Each `iter()` is a fresh pass from the start. With `shuffle_buffer` > 0 each pass goes through
+    a seeded shuffle buffer of that many records (a different, reproducible order per `epoch`).
+    `iter_from(position, epoch)` resumes a pass after `position` records (bad ones included) of
+    epoch `epoch`: the skipped records are re-read but not converted. The iterator it returns
+    exposes `position`, which a `Mixture` checkpoints. `skipped` counts the distinct malformed
+    records met so far (over all passes).
     """
 
     def __init__(self, defn: SourceDef, ds, make_ctx: _CtxFactory, on_bad_record: str, limit: int | None,
                  shuffle_buffer: int, seed: int):
+        if shuffle_buffer < 0:
+            raise ValueError(f"data source {defn.name!r}: shuffle_buffer must be >= 0, got {shuffle_buffer}")
         self.name = defn.name
         self._defn, self._ds, self._make_ctx = defn, ds, make_ctx
         self._on_bad, self._limit = on_bad_record, limit
         self._shuffle_buffer, self._seed = shuffle_buffer, seed
-        self.skipped, self.bad_records = 0, []
+        self._bad_seen: set[int] = set()
+        self.bad_records: list[str] = []
+
+    @property
+    def skipped(self) -> int:
+        return len(self._bad_seen)
+
+    def _record_bad(self, raw_index: int, exc: BadRecord) -> None:
+        if raw_index not in self._bad_seen:
+            self._bad_seen.add(raw_index)
+            if len(self.bad_records) < MAX_BAD_MESSAGES:
+                self.bad_records.append(str(exc))
 
     def __iter__(self) -> "_StreamIterator":
         return self.iter_from(0, 0)
 
     def iter_from(self, position: int = 0, epoch: int = 0) -> "_StreamIterator":
-        ds = self._ds
+        records = enumerate(iter(self._ds))  # (raw index in the file order, record)
         if self._shuffle_buffer:
-            ds = ds.shuffle(seed=self._seed, buffer_size=self._shuffle_buffer)
-            ds.set_epoch(epoch)
-        self.skipped, self.bad_records = 0, []
-        return _StreamIterator(self, iter(ds), position)
+            records = _shuffled(records, self._shuffle_buffer, np.random.default_rng([self._seed, epoch]))
+        return _StreamIterator(self, records, position)
 
     def __repr__(self) -> str:
         return f"SampleStream({self.name!r}, streaming, {self.skipped} skipped so far)"
 
 
+def _shuffled(items: Iterator, size: int, rng) -> Iterator:
+    """A shuffle buffer: holds `size` items, emits a random one as each new item arrives."""
+    buffer = list(itertools.islice(items, size))
+    for item in items:
+        j = int(rng.integers(len(buffer)))
+        yield buffer[j]
+        buffer[j] = item
+    for j in rng.permutation(len(buffer)):
+        yield buffer[int(j)]
+
+
 class _StreamIterator(Iterator):
-    def __init__(self, stream: SampleStream, records: Iterator[dict], start: int):
+    def __init__(self, stream: SampleStream, records: Iterator[tuple[int, dict]], start: int):
         self._stream, self._records = stream, records
-        self.position = 0  # raw records consumed
+        self.position = 0  # records consumed in this pass
         self.yielded = 0
-        if start:
-            for _ in itertools.islice(records, start):
-                self.position += 1
+        for raw_index, rec in itertools.islice(records, start):
+            self.position += 1
+            if stream._limit is not None:  # `limit` counts the samples of the whole pass
+                try:
+                    if stream._defn.convert(rec, stream._make_ctx(raw_index, check_images=False)) is not None:
+                        self.yielded += 1
+                except BadRecord:
+                    pass
 
     def __next__(self) -> Sample:
         stream = self._stream
         while True:
             if stream._limit is not None and self.yielded >= stream._limit:
                 raise StopIteration
-            rec = next(self._records)
-            ctx = stream._make_ctx(self.position)
+            raw_index, rec = next(self._records)
             self.position += 1
             try:
-                sample = stream._defn.convert(rec, ctx)
+                sample = stream._defn.convert(rec, stream._make_ctx(raw_index))
             except BadRecord as exc:
                 if stream._on_bad == "error":
                     raise
-                stream._record_bad(exc)
+                stream._record_bad(raw_index, exc)
                 continue
             if sample is not None:
                 self.yielded += 1

@@ -8,7 +8,8 @@ source, split, task), `query` (the official full prompt).
 
 For multiple choice the gold is the option *text*, as MathVista gives it (the official scorer
 compares option text); `meta["answer_letter"]` holds its letter. `meta` carries what the MathVista
-verifier needs: `precision`, `unit`, `question_type`, `answer_type` (MathVista's own), `metadata`.
+verifier needs: `precision`, `unit`, `question_type`, `answer_type` (MathVista's own, also as
+`mathvista_answer_type`, the key `rewards` reads), `metadata`.
 `meta["hint"]` (shown by the prompt builder) says what form the answer takes; `hints=False`
 leaves it out.
 """
@@ -72,7 +73,8 @@ def convert(rec: dict, ctx: Ctx) -> Sample:
             raise bad(ctx, rid, "decoded_image", "expected an image (`decoded_image` or an `image` path)")
 
     meta = {
-        "question_type": question_type, "answer_type": mv_answer_type, "precision": precision,
+        "question_type": question_type, "answer_type": mv_answer_type,
+        "mathvista_answer_type": mv_answer_type, "precision": precision,
         "unit": unit, "metadata": metadata, "query": rec.get("query"), "metric": "mathvista",
         "category": metadata.get("category"), "task_name": metadata.get("task"),
         "skills": list(metadata.get("skills") or []), "context": metadata.get("context"),
