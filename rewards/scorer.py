@@ -31,7 +31,7 @@ from .result import RewardResult
 
 SPEC_KEYS = ("name", "fn", "weight", "mode", "component")
 STARTUP_TIMEOUT_S = 120.0
-CHUNKS_PER_WORKER = 4
+CHUNKS_PER_WORKER = 2
 
 
 def _near(value: str, options) -> str:

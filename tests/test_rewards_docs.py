@@ -1,0 +1,28 @@
+"""The README section "Add a verifier" (rewards/README_SECTION.md): its example and its test
+template run as written."""
+import importlib.util
+import os
+import re
+
+from rewards.scorer import resolve_specs
+
+SECTION = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "rewards",
+                       "README_SECTION.md")
+
+
+def test_readme_example_and_template_run(tmp_path, monkeypatch):
+    text = open(SECTION, encoding="utf-8").read()
+    example, template = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(example.strip().splitlines()) <= 12  # "a complete ten-line example"
+    (tmp_path / "my_rewards").mkdir()
+    (tmp_path / "my_rewards" / "short_answer.py").write_text(example)
+    (tmp_path / "doc_template_test.py").write_text(template)
+    monkeypatch.chdir(tmp_path)
+    spec = importlib.util.spec_from_file_location("doc_template_test", tmp_path / "doc_template_test.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.test_short_answer()
+    # the YAML snippet's specs are valid
+    specs = [{"name": "accuracy", "weight": 1.0}, {"name": "format_r1", "weight": 0.5},
+             {"fn": "my_rewards/short_answer.py:short_answer", "weight": 0.2}]
+    assert [s["component"] for s in resolve_specs(specs)] == ["accuracy", "format", "short_answer"]
