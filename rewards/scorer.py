@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import weakref
 from collections import deque
@@ -247,6 +248,7 @@ class RewardScorer:
         self._runners = None
         self._closed = False
         self._chunk_ids = 0
+        self._lock = threading.RLock()  # one score() at a time per scorer (any thread)
         if num_workers:
             self._workers = [self._spawn() for _ in range(num_workers)]
         else:
@@ -298,7 +300,12 @@ class RewardScorer:
     # -- scoring ------------------------------------------------------------------------------
     def score(self, responses: list[str], samples: list[Sample]) -> list[RewardResult]:
         """One RewardResult per response: `score` is the weighted sum of the non-None
-        components; `info` counts timeouts, parse failures and errors for that response."""
+        components; `info` counts timeouts, parse failures and errors for that response.
+        Safe to call from any thread; concurrent calls on one scorer are serialised."""
+        with self._lock:
+            return self._score(responses, samples)
+
+    def _score(self, responses, samples) -> list[RewardResult]:
         if self._closed:
             raise RuntimeError("RewardScorer.score called after close()")
         responses, samples = list(responses), list(samples)
@@ -331,6 +338,10 @@ class RewardScorer:
         n_chunks = min(len(tasks), max(1, self.num_workers * CHUNKS_PER_WORKER))
         size = -(-len(tasks) // n_chunks)
         queue = deque(tasks[k:k + size] for k in range(0, len(tasks), size))
+        for w in list(self._workers):
+            if w.chunk is not None:  # left busy by an interrupted call: its answer is stale
+                w.chunk = None
+                self._replace(w)
         while True:
             for w in self._workers:
                 if w.ready and w.chunk is None and queue:
@@ -341,10 +352,15 @@ class RewardScorer:
                     w.progress[1] = 0.0
                     try:
                         w.conn.send((self._chunk_ids, [(r, s, js) for _, r, s, js in chunk]))
-                    except (BrokenPipeError, OSError):
+                    except (BrokenPipeError, ConnectionError, OSError):
                         queue.appendleft(chunk)
                         w.chunk = None
                         self._replace(w)
+                    except Exception as exc:  # e.g. an unpicklable object in a sample's meta
+                        w.chunk = None
+                        raise ValueError(f"score: a sample in responses {chunk[0][0]}..{chunk[-1][0]} "
+                                         f"cannot be sent to the scoring workers: "
+                                         f"{type(exc).__name__}: {exc}") from exc
             busy = [w for w in self._workers if w.chunk is not None]
             if not busy and not queue:
                 return
@@ -445,9 +461,10 @@ class RewardScorer:
 
     # -- lifetime -----------------------------------------------------------------------------
     def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            _stop(self._workers)
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                _stop(self._workers)
 
     def __enter__(self) -> "RewardScorer":
         return self

@@ -215,3 +215,19 @@ def test_batch_of_128_is_fast(scorer):
     per_call = (time.perf_counter() - start) / 5
     assert all(r.score == 1.5 for r in results)
     assert per_call < 0.25, per_call  # typically ~10-20 ms on 2 cores
+
+
+def test_worker_start_failure_is_a_clear_error():
+    path = os.path.join(os.path.dirname(USER), "fails_in_worker.py")
+    scorer = build_scorer([{"fn": f"{path}:f"}], num_workers=1)
+    with pytest.raises(RuntimeError, match="worker failed to start: .*refuses to load in a worker"):
+        scorer.score(["x"], [NINE])
+    with pytest.raises(RuntimeError, match="after close"):
+        scorer.score(["x"], [NINE])
+
+
+def test_unpicklable_sample_is_a_clear_error_and_the_pool_survives(scorer):
+    bad = Sample(id="bad", answer="9", answer_type="math", meta={"callback": lambda: None})
+    with pytest.raises(ValueError, match="cannot be sent to the scoring workers"):
+        scorer.score(["<answer>9</answer>"], [bad])
+    assert scorer.score(["<think>a</think><answer>9</answer>"], [NINE])[0].score == 1.5
