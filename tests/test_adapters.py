@@ -106,6 +106,20 @@ def test_mathverse(tmp_path, cache):
         load("mathverse", cache, path=path, versions=["Vision Onyl"])
 
 
+def test_mathverse_hub_snapshot_layout(tmp_path, cache):
+    """The hub repo holds testmini.parquet, testmini_text_only.parquet and their .json twins."""
+    root = str(tmp_path / "snapshot")
+    hub.write_mathverse(root)
+    text_only = [dict(r, problem_version="Text Only", image=None, sample_index=f"t{r['sample_index']}")
+                 for r in hub.mathverse_rows()[2:]]
+    hub._write(text_only, hub.MATHVERSE_FEATURES, os.path.join(root, "testmini_text_only.parquet"))
+    with open(os.path.join(root, "testmini.json"), "w") as f:
+        f.write("[]")
+    assert [s.id for s in load("mathverse", cache, path=root)] == ["1", "2", "3", "4"]
+    only_text = load("mathverse", cache, path=root, config="testmini_text_only")
+    assert [s.id for s in only_text] == ["t3", "t4"] and only_text[0].images == []
+
+
 def test_geoqa_train_and_eval_forms(tmp_path, cache):
     ds = load("geoqa", cache, path=hub.write_geoqa(str(tmp_path / "geoqa")))
     check_common(ds, "geoqa")

@@ -323,9 +323,11 @@ def _looks_local(path: str) -> bool:
 
 
 def local_files(path: str, split: str, config: str | None) -> list[str]:
-    """The data files of a local source: `path` itself, or the files under the folder `path`
-    (under `path/<config>` when that folder exists) whose name or parent folder names `split`.
-    A folder with no split in its file names is read whole."""
+    """The data files of a local source: `path` itself if it is a file; under a folder, the files
+    of `config` (a sub-folder `<config>/`, as the hub lays out per-config data, or files named
+    `<config>.*` / `<config>-*`, as MathVerse does), then among those the files whose name or
+    parent folder names `split`. A folder with no split in its file names is read whole. When
+    both parquet and JSON copies match, the parquet ones are read."""
     p = Path(path)
     if p.is_file():
         return [str(p)]
@@ -333,25 +335,35 @@ def local_files(path: str, split: str, config: str | None) -> list[str]:
     files = sorted(f for f in root.rglob("*") if f.is_file() and f.suffix.lower() in _EXTENSIONS)
     if not files:
         raise FileNotFoundError(f"no .parquet/.json/.jsonl/.csv files under {root}")
+    if config and root == p:
+        low = config.lower()
+        named = [f for f in files if f.stem.lower() == low or f.name.lower().startswith(low + "-")]
+        if named:
+            return _prefer_parquet(named)
 
     def split_of(f: Path) -> str | None:
-        stem = f.name.lower()
+        name = f.name.lower()
         for word in sorted(_SPLIT_WORDS + (split.lower(),), key=len, reverse=True):
             # hub shards are named `<split>-00000-of-00001.parquet`, single files `<split>.jsonl`
-            if stem.startswith(word) and (len(stem) == len(word) or stem[len(word)] in "-."):
+            if name.startswith(word) and (len(name) == len(word) or name[len(word)] in "-."):
                 return word
             if f.parent.name.lower() == word:
                 return word
         return None
 
-    named = {f: split_of(f) for f in files}
-    matching = [f for f in files if named[f] == split.lower()]
+    named_split = {f: split_of(f) for f in files}
+    matching = [f for f in files if named_split[f] == split.lower()]
     if matching:
-        return [str(f) for f in matching]
-    if any(named.values()):
-        found = sorted({s for s in named.values() if s})
+        return _prefer_parquet(matching)
+    if any(named_split.values()):
+        found = sorted({s for s in named_split.values() if s})
         raise FileNotFoundError(f"no files for split {split!r} under {root} (found splits {found})")
-    return [str(f) for f in files]
+    return _prefer_parquet(files)
+
+
+def _prefer_parquet(files: list[Path]) -> list[str]:
+    parquet = [f for f in files if f.suffix.lower() == ".parquet"]
+    return [str(f) for f in (parquet or files)]
 
 
 def _open(defn: SourceDef, path: str, local: bool, split: str, config: str | None, streaming: bool,
@@ -360,7 +372,7 @@ def _open(defn: SourceDef, path: str, local: bool, split: str, config: str | Non
     import datasets  # deferred: importing datasets costs about a second
 
     if local:
-        files = local_files(path, split, config)
+        files = local_files(path, split, config or defn.config)
         kinds = {_EXTENSIONS[Path(f).suffix.lower()] for f in files}
         if len(kinds) != 1:
             raise ValueError(f"data source {defn.name!r}: mixed file types under {path}: {sorted(kinds)}")

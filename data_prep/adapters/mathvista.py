@@ -51,8 +51,10 @@ def convert(rec: dict, ctx: Ctx) -> Sample:
     answer = get_str(rec, "answer", ctx, rid).strip()
 
     precision_raw = rec.get("precision")
+    if isinstance(precision_raw, float) and precision_raw != precision_raw:
+        precision_raw = None  # NaN: how pandas-written files spell a null float
     if precision_raw is not None and (isinstance(precision_raw, bool) or not isinstance(precision_raw, (int, float))
-                                      or precision_raw != precision_raw or precision_raw < 0):
+                                      or precision_raw < 0):
         raise bad(ctx, rid, "precision", f"expected a non-negative number or null, got {precision_raw!r}")
     precision = int(precision_raw) if precision_raw is not None else None
     unit = get_str(rec, "unit", ctx, rid, optional=True)
