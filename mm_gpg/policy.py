@@ -1,0 +1,167 @@
+"""The policy: model + processor loading, trainable-parameter choice, and completion log-probs.
+
+One loading path serves a hub id (`Qwen/Qwen2-VL-2B-Instruct`) and a local directory (the
+embedded tiny model): transformers' Auto classes for image-text-to-text models.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+import re
+from dataclasses import dataclass, field
+
+import torch
+
+# Parameter-name fragments that identify the vision tower and its projector across HF VLMs
+# (Qwen2-VL / Qwen2.5-VL: `visual.*` with `visual.merger`; LLaVA-style: `vision_tower`,
+# `multi_modal_projector`).
+PROJECTOR_KEYS = ("visual.merger", "multi_modal_projector", "mm_projector")
+VISION_KEYS = ("visual.", "vision_tower", "vision_model")
+
+
+@dataclass
+class Policy:
+    model: torch.nn.Module
+    processor: object
+    blocked_tokens: torch.Tensor
+    """[vocab] bool: tokens never sampled and masked identically in the learner (every special
+    or unused id except end-of-turn)."""
+    eos_token_ids: list[int] = field(default_factory=list)
+    pad_token_id: int = 0
+
+    @property
+    def tokenizer(self):
+        return self.processor.tokenizer
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def load_policy(name_or_path: str, dtype: str = "float32", attn_implementation: str | None = None) -> Policy:
+    """Load an image-text-to-text model and its processor from a hub id or a local directory."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    if not os.path.isdir(name_or_path) and (not _HUB_ID.match(name_or_path) or os.path.exists(name_or_path)):
+        raise FileNotFoundError(f"model.path: {name_or_path!r} is not a directory (and not a hub id "
+                                "of the form owner/name)")
+    kwargs = {"dtype": getattr(torch, dtype)}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    model = AutoModelForImageTextToText.from_pretrained(name_or_path, **kwargs)
+    processor = AutoProcessor.from_pretrained(name_or_path)
+    tokenizer = processor.tokenizer
+    tokenizer.padding_side = "left"  # generation pads on the left; the learner builds its own batches
+    eos = tokenizer.convert_tokens_to_ids("<|im_end|>") if "<|im_end|>" in tokenizer.get_vocab() \
+        else tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    vocab_rows = model.get_output_embeddings().weight.shape[0]
+    return Policy(model=model, processor=processor, blocked_tokens=blocked_token_mask(tokenizer, vocab_rows, eos),
+                  eos_token_ids=[eos], pad_token_id=pad)
+
+
+def blocked_token_mask(tokenizer, vocab_rows: int, end_of_turn_id: int) -> torch.Tensor:
+    """[vocab_rows] bool, True for every special/added-special token and every embedding row the
+    tokenizer never produces (checkpoints pad the vocabulary), except end-of-turn.
+
+    Sampling a vision placeholder breaks the learner's forward ("image features and image tokens
+    do not match"), and sampling any of them is off-distribution for a verifiable answer."""
+    blocked = torch.zeros(vocab_rows, dtype=torch.bool)
+    blocked[len(tokenizer):] = True
+    special = set(tokenizer.all_special_ids)
+    special |= {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
+    for token_id in special:
+        if token_id < vocab_rows:
+            blocked[token_id] = True
+    blocked[end_of_turn_id] = False
+    return blocked
+
+
+def set_trainable(model: torch.nn.Module, language_model: bool = True, projector: bool = False,
+                  vision_tower: bool = False) -> dict[str, int]:
+    """Freeze or unfreeze the three parts; returns the trainable parameter count per part.
+
+    Uses `requires_grad_(False)` on each parameter: the official GPG code assigned
+    `model.visual.requires_grad_ = False`, which replaces the method and freezes nothing."""
+    counts = {"language_model": 0, "projector": 0, "vision_tower": 0}
+    for name, param in model.named_parameters():
+        if any(k in name for k in PROJECTOR_KEYS):
+            part, flag = "projector", projector
+        elif any(k in name for k in VISION_KEYS):
+            part, flag = "vision_tower", vision_tower
+        else:
+            part, flag = "language_model", language_model
+        param.requires_grad_(flag)
+        counts[part] += param.numel() if flag else 0
+    if not any(counts.values()):
+        raise ValueError("no trainable parameters: enable at least one of language_model, projector, vision_tower")
+    return counts
+
+
+def vision_is_trainable(model: torch.nn.Module) -> bool:
+    return any(p.requires_grad for n, p in model.named_parameters() if any(k in n for k in VISION_KEYS))
+
+
+def _supports_encoder_outputs(base_model: torch.nn.Module) -> bool:
+    return "mm_encoder_outputs" in inspect.signature(base_model.forward).parameters
+
+
+def completion_logprobs(model: torch.nn.Module, batch: dict, blocked_tokens: torch.Tensor,
+                        token_chunk: int = 4096, with_entropy: bool = True):
+    """Log-probs of the completion tokens only, and their (detached) entropy.
+
+    batch (see `mm_gpg.learner.collate`):
+      input_ids, attention_mask, mm_token_type_ids: [N, L], prompt + completion, right-padded
+      completion_positions: [N, T] index in L of each completion token (0 where padded)
+      completion_ids, completion_mask: [N, T]
+      pixel_values, image_grid_thw: the *unique* prompts' images; image_owner: [N] prompt index
+      prompt_images: list (per unique prompt) of image indices into image_grid_thw
+    Returns logprobs [N, T] (0 on padding) and entropy [N, T] or None.
+
+    The vision tower runs once per unique prompt, not once per completion, and the vocabulary
+    projection is applied only at the T completion positions (in chunks), never at prompt
+    positions.
+    """
+    base = model.model
+    grid = batch["image_grid_thw"]
+    per_sample_grid = None
+    kwargs = {}
+    if batch.get("pixel_values") is not None:
+        per_sample_images = [i for p in batch["image_owner"].tolist() for i in batch["prompt_images"][p]]
+        per_sample_grid = grid[per_sample_images]
+        if _supports_encoder_outputs(base):
+            with torch.set_grad_enabled(torch.is_grad_enabled() and vision_is_trainable(model)):
+                features = base.get_image_features(batch["pixel_values"], grid, return_dict=True)
+            pooled = features.pooler_output
+            features.pooler_output = tuple(pooled[i] for i in per_sample_images)
+            kwargs["mm_encoder_outputs"] = {"image": features}
+        else:  # models without precomputed-feature support: the tower runs per completion
+            sizes = grid.prod(-1).tolist()
+            chunks = torch.split(batch["pixel_values"], sizes)
+            kwargs["pixel_values"] = torch.cat([chunks[i] for i in per_sample_images])
+        kwargs["image_grid_thw"] = per_sample_grid
+    hidden = base(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                  mm_token_type_ids=batch.get("mm_token_type_ids"), use_cache=False, **kwargs).last_hidden_state
+    # Position p's hidden state predicts token p+1.
+    positions = (batch["completion_positions"] - 1).clamp(min=0)
+    n, t = positions.shape
+    selected = hidden.gather(1, positions[..., None].expand(n, t, hidden.shape[-1])).reshape(n * t, -1)
+    targets = batch["completion_ids"].reshape(-1)
+    lm_head = model.get_output_embeddings()
+    blocked = blocked_tokens.to(hidden.device)
+    logprob_chunks, entropy_chunks = [], []
+    for start in range(0, n * t, token_chunk):
+        logits = lm_head(selected[start:start + token_chunk]).float()
+        logits = logits.masked_fill(blocked, float("-inf"))
+        logp = torch.log_softmax(logits, dim=-1)
+        logprob_chunks.append(logp.gather(1, targets[start:start + token_chunk, None]).squeeze(1))
+        if with_entropy:
+            with torch.no_grad():
+                p = logp.exp()
+                entropy_chunks.append(-(p * logp.masked_fill(blocked, 0.0)).sum(-1))
+    # torch.where, not a product: a padding slot's target may be a blocked id whose log-prob is
+    # -inf, and -inf * 0 is nan.
+    keep = batch["completion_mask"].bool()
+    zero = torch.zeros((), dtype=hidden.dtype, device=hidden.device)
+    logprobs = torch.where(keep, torch.cat(logprob_chunks).view(n, t), zero)
+    entropy = torch.where(keep, torch.cat(entropy_chunks).view(n, t), zero) if with_entropy else None
+    return logprobs, entropy

@@ -1,0 +1,76 @@
+"""The RolloutEngine contract: `generate(prompts, n, sampling)` and `load_weights(...)`."""
+from __future__ import annotations
+
+import abc
+import difflib
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import torch
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    """0 disables top-k, so samples come from the policy's true distribution."""
+    max_new_tokens: int = 32
+    greedy: bool = False
+    seed: int = 0
+    """Seeds this call's sampling, so a resumed run draws the same completions."""
+
+
+@dataclass
+class Completion:
+    token_ids: list[int]
+    """Sampled tokens, end-of-turn included when it was sampled."""
+    text: str
+    """Decoded without special tokens."""
+    finish_reason: str
+    """"stop" (end-of-turn sampled) or "length" (cut at max_new_tokens)."""
+    logprobs: list[float] | None = field(default=None)
+    """Per-token sampling log-probs, when the engine reports them (diagnostics only)."""
+
+
+class RolloutEngine(abc.ABC):
+    @abc.abstractmethod
+    def generate(self, prompts: list, n: int, sampling: SamplingParams) -> list[list[Completion]]:
+        """n completions for each prompt (`mm_gpg.prompting.Prompt`), grouped per prompt."""
+
+    @abc.abstractmethod
+    def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Take the learner's updated weights (full, gathered tensors)."""
+
+    @property
+    def shares_learner_weights(self) -> bool:
+        """True when the engine generates with the learner's own module (no sync needed)."""
+        return False
+
+    def close(self) -> None:
+        pass
+
+
+_ENGINES: dict[str, Callable[..., RolloutEngine]] = {}
+
+
+def register_engine(name: str):
+    def decorator(factory):
+        _ENGINES[name] = factory
+        return factory
+    return decorator
+
+
+def build_engine(name: str, **kwargs) -> RolloutEngine:
+    import importlib
+    for module in ("mm_gpg.rollout.hf", "mm_gpg.rollout.vllm_engine"):
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            if exc.name not in (module, "vllm"):
+                raise
+    if name not in _ENGINES:
+        near = difflib.get_close_matches(name, _ENGINES, n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        raise KeyError(f"unknown rollout engine {name!r}{hint}, supported: {sorted(_ENGINES)}")
+    return _ENGINES[name](**kwargs)
