@@ -5,7 +5,7 @@ A record is one JSON object holding the model's `response` plus the benchmark's 
 | benchmark | recognised by / required fields |
 |---|---|
 | VQAv2 | `answers`: list of strings or `{"answer": ...}` dicts |
-| ChartQA | `label` / `labels` (list or string), or `answer` with `--verifier relaxed` |
+| ChartQA | `label` / `labels` (list or string), or `answer` with `type` `human_test`/`augmented_test` (or `--verifier relaxed`) |
 | MathVista | `question_type`, `answer_type`, `answer` (+ `choices`, `precision`, `extraction`) |
 | MMMU | `options` (list, or its string form as on the hub), `answer`, `question_type` |
 | ScienceQA | `choices` (list) and `answer` (0-based int index) |
@@ -37,6 +37,8 @@ def detect_benchmark(record: dict) -> str:
         return "vqav2"
     if "label" in record or "labels" in record:
         return "chartqa"
+    if record.get("type") in ("human_test", "augmented_test") and "answer" in record:
+        return "chartqa"  # lmms-lab/ChartQA: question, answer, type
     if "options" in record and "answer" in record:
         return "mmmu"
     if {"question_type", "answer_type"} <= set(record) and record.get("question_type") in (

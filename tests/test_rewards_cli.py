@@ -93,6 +93,9 @@ def test_unknown_verifier_and_missing_input(tmp_path, capsys):
 def test_detect_and_map_records():
     assert [detect_benchmark(r) for r in RECORDS] == ["vqav2", "chartqa", "mathvista", "mathvista",
                                                      "mmmu", "scienceqa", "generic"]
+    lmms_chartqa = {"question": "q", "answer": "12", "type": "human_test", "response": "12.4"}
+    assert detect_benchmark(lmms_chartqa) == "chartqa"
+    assert record_to_sample(lmms_chartqa, 1)[1].meta["labels"] == ["12"]
     _, s = record_to_sample(RECORDS[4], 1)
     assert s.choices == ["p", "q", "r", "s"] and s.answer == "C" and s.task == "mmmu"
     with pytest.raises(RecordError, match="line 9: field 'response'"):
