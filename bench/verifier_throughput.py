@@ -96,11 +96,20 @@ def main(argv=None) -> int:
             batch_times.append(time.perf_counter() - t)
         total = time.perf_counter() - start
         stats = dict(scorer.stats)
+        synthetic = [(r, s) for r, s in corpus if s.task in ("count_shapes", "bar_compare", "segment_sum")]
+        synth_times = []
+        for k in range(0, len(synthetic) - args.batch + 1, args.batch):
+            part = synthetic[k:k + args.batch]
+            t = time.perf_counter()
+            scorer.score([r for r, _ in part], [s for _, s in part])
+            synth_times.append(time.perf_counter() - t)
     print(f"pool ({args.workers} workers, accuracy + format_r1, batches of {args.batch}, "
           f"{os.cpu_count()} CPUs): {args.n / total:,.0f} responses/s; per batch call "
           f"p50 {1e3 * statistics.median(batch_times):.1f} ms, p99 {1e3 * pct(batch_times, 99):.1f} ms; "
           f"worker start-up {startup:.1f} s; timeouts {stats['timeouts']}, "
           f"parse failures {stats['parse_failures']}")
+    print(f"pool, synthetic-task responses only ({len(synth_times)} batches of {args.batch}): "
+          f"p50 {1e3 * statistics.median(synth_times):.1f} ms, p99 {1e3 * pct(synth_times, 99):.1f} ms per call")
 
     # in-process: one routed verifier call per response (warm caches first with a pass)
     per_route: dict[str, list[float]] = {}

@@ -8,6 +8,7 @@ A verifier is a plain function `fn(response: str, sample: Sample) -> float | Rew
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
 import importlib.util
 import inspect
@@ -83,7 +84,8 @@ def _near(name: str, options) -> str:
 # Routing
 # ---------------------------------------------------------------------------------------------
 
-# Benchmarks whose official rule differs from the generic verifier of their answer type.
+# Benchmarks whose official rule differs from the generic verifier of their answer type
+# (lookups are cached: after changing TASK_ROUTES or TYPE_ROUTES call `_route.cache_clear()`).
 # Keys are task names lower-cased with non-alphanumerics removed; a task matches a key when it
 # starts with it (`mathvista_testmini` -> `mathvista`).
 TASK_ROUTES = {
@@ -109,16 +111,21 @@ TYPE_ROUTES = {
 def route(sample: Sample) -> str:
     """The verifier name for `sample`: its task's benchmark rule if it has one, else the generic
     verifier of its `answer_type` (see TYPE_ROUTES)."""
-    task = re.sub(r"[^a-z0-9]", "", str(sample.task or "").lower())
+    name = _route(str(sample.task or ""), sample.answer_type)
+    if name is None:
+        raise ValueError(f"sample {sample.id!r}: no verifier for answer_type "
+                         f"{sample.answer_type!r}{_near(sample.answer_type, TYPE_ROUTES)}")
+    return name
+
+
+@functools.lru_cache(maxsize=1024)
+def _route(task: str, answer_type: str) -> str | None:
+    task = re.sub(r"[^a-z0-9]", "", task.lower())
     if task:
         for key in sorted(TASK_ROUTES, key=len, reverse=True):
             if task.startswith(key):
                 return TASK_ROUTES[key]
-    try:
-        return TYPE_ROUTES[sample.answer_type]
-    except KeyError:
-        raise ValueError(f"sample {sample.id!r}: no verifier for answer_type "
-                         f"{sample.answer_type!r}{_near(sample.answer_type, TYPE_ROUTES)}") from None
+    return TYPE_ROUTES.get(answer_type)
 
 
 # ---------------------------------------------------------------------------------------------

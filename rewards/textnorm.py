@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from fractions import Fraction
+from functools import lru_cache
 
 MAX_DIGITS = 60
 """Longer digit runs are not read as numbers (nothing legitimate needs them; they cost time)."""
@@ -22,6 +23,8 @@ _ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"), No
 
 def clean_unicode(text: str) -> str:
     """NFKC with superscripts kept as `^n`, minus signs as `-`, zero-width characters dropped."""
+    if text.isascii():
+        return text
     return unicodedata.normalize("NFKC", text.translate(_SUPERSCRIPTS)).translate(_ZERO_WIDTH)
 
 
@@ -32,6 +35,8 @@ _DEGREES = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\circ|\\degree|°|\bdegrees?\b|
 
 def strip_latex(text: str) -> str:
     """Remove math delimiters, spacing commands and `\\text{}`-style wrappers (keeping content)."""
+    if "\\" not in text and "$" not in text and "~" not in text and "{," not in text:
+        return text
     text = text.replace("\\%", "%").replace("{,}", ",").replace("\\$", "$")
     for _ in range(3):
         new = _LATEX_WRAPPERS.sub(r"\1", text)
@@ -63,6 +68,7 @@ def strip_units(text: str) -> str:
     return text.replace("$", " ")
 
 
+@lru_cache(maxsize=8192)
 def normalize_answer_text(text: str) -> str:
     """Unicode clean-up, LaTeX wrappers and markdown emphasis removed, whitespace collapsed."""
     text = strip_latex(clean_unicode(text))
@@ -129,6 +135,7 @@ def _latex_fracs_to_slash(text: str) -> str:
     return _FRAC_LATEX_SHORT.sub(lambda m: f"{m.group(1)}{m.group(2)}/{m.group(3)}", text)
 
 
+@lru_cache(maxsize=8192)
 def parse_number(text: str) -> tuple[Fraction, bool] | None:
     """`text` as a whole read as one number: `(value, had_percent_sign)`, or None.
 
@@ -169,6 +176,7 @@ def find_numbers(text: str, words: bool = True) -> list[tuple[Fraction, bool]]:
 _EXPRESSION = re.compile(r"[\^*×√π]|\\[A-Za-z]+")
 
 
+@lru_cache(maxsize=8192)
 def single_number(text: str, words: bool = True) -> tuple[tuple[Fraction, bool] | None, str]:
     """The one number an answer states: `((value, percent), "ok")`, `(None, "none")` when it
     holds no number, `(None, "multiple")` when it states several different ones (a shotgun), or

@@ -54,7 +54,7 @@ def test_lenient_mode_and_named_verifier(tmp_path):
 
 def test_pool_workers(tmp_path):
     src, dst = write(tmp_path / "in.jsonl", RECORDS * 5), str(tmp_path / "out.jsonl")
-    assert main(["--verifier", "auto", "--input", src, "--output", dst, "--workers", "2"]) == 0
+    assert main(["--verifier", "auto", "--input", src, "--output", dst, "--workers", "1"]) == 0
     assert len(read(dst)) == 35
 
 

@@ -119,7 +119,7 @@ def test_vqa_soft_accuracy_formula(answers, prediction):
 
 @pytest.fixture(scope="module")
 def pool():
-    with build_scorer([{"name": "accuracy"}, {"name": "format_r1"}], timeout_s=5.0, num_workers=2) as s:
+    with build_scorer([{"name": "accuracy"}, {"name": "format_r1"}], timeout_s=5.0, num_workers=1) as s:
         yield s
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from data_prep.schema import Sample
 
@@ -67,13 +68,20 @@ def count(response: str, sample: Sample):
 _TRAILING = " \t\n.!?;:,\"'"
 
 
-def normalize_text(text: str) -> str:
+@lru_cache(maxsize=8192)
+def _normalize_text(text: str) -> str:
     """Lower-case, Unicode- and LaTeX-cleaned, whitespace collapsed, end punctuation and
     surrounding quotes/brackets removed."""
     text = normalize_answer_text(str(text)).lower().strip(_TRAILING)
     while len(text) >= 2 and text[0] + text[-1] in ("()", "[]", "{}", '""', "''"):
         text = text[1:-1].strip(_TRAILING)
     return text
+
+
+def normalize_text(text) -> str:
+    """Lower-case, Unicode- and LaTeX-cleaned, whitespace collapsed, end punctuation and
+    surrounding quotes/brackets removed."""
+    return _normalize_text(str(text))
 
 
 def _golds(sample: Sample) -> list:
