@@ -292,6 +292,10 @@ def test_limit_and_option_errors(tmp_path, cache):
         load("superclevr", cache)
 
 
+def _no_rows():
+    yield from ()
+
+
 def test_hub_id_path(tmp_path, cache, monkeypatch):
     """`path=<hub id>` calls `datasets.load_dataset(hub_id, config, split=..., streaming=...)`;
     MMMU with `config=None` loads every subject config and concatenates them."""
@@ -307,8 +311,9 @@ def test_hub_id_path(tmp_path, cache, monkeypatch):
         folder = {"MMMU/MMMU": tmp_path / "mmmu" / str(name), "lmms-lab/ScienceQA": tmp_path / "sqa" / str(name)}[path]
         files = sorted(str(f) for f in folder.glob(f"{split}-*.parquet"))
         if not files:  # subjects without a fixture: an empty table of the same schema
-            ds = datasets.Dataset.from_dict({k: [] for k in hub.MMMU_FEATURES}, features=hub.MMMU_FEATURES)
-            return ds.to_iterable_dataset() if streaming else ds
+            if streaming:
+                return datasets.IterableDataset.from_generator(_no_rows, features=hub.MMMU_FEATURES)
+            return datasets.Dataset.from_dict({k: [] for k in hub.MMMU_FEATURES}, features=hub.MMMU_FEATURES)
         return real("parquet", data_files={"train": files}, split="train", streaming=streaming, cache_dir=cache)
 
     monkeypatch.setattr(datasets, "load_dataset", fake)
@@ -321,6 +326,9 @@ def test_hub_id_path(tmp_path, cache, monkeypatch):
     calls.clear()
     art = list(load_source("mmmu", config="Art", streaming=True))
     assert calls == [("MMMU/MMMU", "Art", "validation", True)] and len(art) == 3
+    calls.clear()
+    every = list(load_source("mmmu", streaming=True))
+    assert len(calls) == 30 and [s.id for s in every] == [s.id for s in mmmu]
 
 
 def test_split_by_id_is_deterministic_and_disjoint(tmp_path, cache):
