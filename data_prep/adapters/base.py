@@ -273,7 +273,9 @@ def define_source(defn: SourceDef) -> Callable[..., "SampleTable | SampleStream"
         opts = {**defn.options, **options}
         if defn.check_options is not None:
             opts = defn.check_options(opts)
-        path = os.fspath(path) if path is not None else defn.hub_id
+        path = os.path.expanduser(os.fspath(path)) if path is not None else defn.hub_id
+        if image_dir is not None:
+            image_dir = os.path.expanduser(os.fspath(image_dir))
         if path is None:
             raise ValueError(f"data source {defn.name!r} has no hub copy: give `path` (a local file or folder)")
         local = os.path.exists(path)
