@@ -125,11 +125,18 @@ def resolve_specs(specs: list[dict]) -> list[dict]:
     return resolved
 
 
+def _is_pixels(value) -> bool:
+    return isinstance(value, (bytes, bytearray)) or type(value).__module__.startswith("PIL.")
+
+
 def strip_images(sample: Sample) -> Sample:
-    """A copy of `sample` without images (what the workers need; pixels stay home)."""
-    if not sample.images:
+    """A copy of `sample` without images, nor image-like `meta` values (raw bytes, PIL images):
+    what the workers need; pixels stay home."""
+    heavy = [k for k, v in sample.meta.items() if _is_pixels(v)] if sample.meta else []
+    if not sample.images and not heavy:
         return sample
-    return dataclasses.replace(sample, images=[])
+    meta = {k: v for k, v in sample.meta.items() if k not in heavy} if heavy else sample.meta
+    return dataclasses.replace(sample, images=[], meta=meta)
 
 
 class _Worker:

@@ -136,7 +136,10 @@ def test_verifier_registered_by_the_caller_reaches_the_workers():
 # ---------------------------------------------------------------------------------------------
 
 def test_images_are_not_sent_to_workers():
-    sample = Sample(id="img", answer="9", answer_type="math", images=[Image.new("RGB", (64, 64))])
+    from rewards.scorer import strip_images
+    sample = Sample(id="img", answer="9", answer_type="math", images=[Image.new("RGB", (64, 64))],
+                    meta={"decoded_image": Image.new("RGB", (8, 8)), "raw": b"\x89PNG", "unit": "cm"})
+    assert strip_images(sample).meta == {"unit": "cm"} and strip_images(sample).images == []
     with build_scorer([{"fn": f"{USER}:n_images"}], num_workers=1) as s:
         assert s.score(["x"], [sample])[0].score == 0.0
     assert len(sample.images) == 1  # the caller's sample is untouched
