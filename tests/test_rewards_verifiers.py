@@ -405,3 +405,11 @@ def test_scienceqa_official():
     # letter beyond the 3 choices
     assert run("scienceqa", "The answer is D.", s, mode="official").info["parse_failure"]
     assert score("scienceqa", "<answer>y</answer>", s, mode="lenient") == 1.0
+
+
+def test_math_unicode_gold_geoqa_style():
+    # GeoQA writes golds as "2√{3}"; √, π, × are read as \sqrt, \pi, \times
+    s = Sample(id="g", answer="2√{3}", answer_type="math")
+    for response, expected in [("2\\sqrt{3}", 1.0), ("2√3", 1.0), ("\\sqrt{12}", 1.0), ("3√2", 0.0)]:
+        assert score("math", f"<answer>{response}</answer>", s) == expected, response
+    assert score("math", "<answer>2π</answer>", Sample(id="p", answer="2\\pi", answer_type="math")) == 1.0

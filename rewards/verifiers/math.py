@@ -74,8 +74,25 @@ def _timeouts() -> tuple[dict, dict]:
     return {"parsing_timeout": t}, {"timeout_seconds": t}
 
 
+_UNICODE_MATH = (("π", "\\pi "), ("×", "\\times "), ("·", "\\cdot "), ("÷", "\\div "),
+                 ("≤", "\\le "), ("≥", "\\ge "), ("≠", "\\ne "), ("∞", "\\infty "))
+
+
+def unicode_to_latex(text: str) -> str:
+    """Plain-text math as sources and models write it -> LaTeX: `2√{3}`, `2√3`, `√(x+1)`,
+    `π`, `×`, `·`, `÷`, `≤`, `≥`, `≠`, `∞`."""
+    if text.isascii():
+        return text
+    text = re.sub(r"√\s*\{", r"\\sqrt{", text)
+    text = re.sub(r"√\s*\(([^()]*)\)", r"\\sqrt{\1}", text)
+    text = re.sub(r"√\s*([0-9.]+|\\?[A-Za-z]+)", r"\\sqrt{\1}", text)
+    for symbol, latex in _UNICODE_MATH:
+        text = text.replace(symbol, latex)
+    return text
+
+
 def _latex(text: str) -> str:
-    text = strip_units(clean_unicode(text)).strip()
+    text = strip_units(unicode_to_latex(clean_unicode(text))).strip()
     text = text.replace("\\$", "").replace("$", "").strip().rstrip(".")
     return f"${text}$"
 
