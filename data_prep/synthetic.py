@@ -69,22 +69,27 @@ def _draw_count_shapes(rng: random.Random, max_count: int, distractors: int):
     return image, question, str(count), None, {"color": target, "category": "counting"}
 
 
+POSITIONS = {2: ["left", "right"], 3: ["left", "middle", "right"],
+             4: ["far left", "middle left", "middle right", "far right"]}
+
+
 def _draw_bar_compare(rng: random.Random, n_bars: int, min_gap: int):
-    names = rng.sample(list(COLORS), n_bars)
+    if n_bars not in POSITIONS:
+        raise ValueError(f"bar_compare: n_bars must be one of {sorted(POSITIONS)}, got {n_bars}")
+    colours = [rng.choice(list(COLORS)) for _ in range(n_bars)]
     while True:
-        heights = [rng.randint(15, 100) for _ in names]
+        heights = [rng.randint(15, 100) for _ in colours]
         ranked = sorted(heights, reverse=True)
         if ranked[0] - ranked[1] >= min_gap:
             break
     image, draw = _canvas()
     width = IMAGE_SIZE // n_bars
-    for i, (name, h) in enumerate(zip(names, heights)):
+    for i, (colour, h) in enumerate(zip(colours, heights)):
         x0 = i * width + 4
-        draw.rectangle((x0, IMAGE_SIZE - 4 - h, x0 + width - 8, IMAGE_SIZE - 4), fill=COLORS[name])
-    tallest = names[heights.index(max(heights))]
-    choices = sorted(names)
-    answer = chr(ord("A") + choices.index(tallest))
-    return image, "Which bar is the tallest?", answer, choices, {"category": "chart"}
+        draw.rectangle((x0, IMAGE_SIZE - 4 - h, x0 + width - 8, IMAGE_SIZE - 4), fill=COLORS[colour])
+    choices = POSITIONS[n_bars]
+    answer = chr(ord("A") + heights.index(max(heights)))
+    return image, "Which bar is the tallest?", answer, list(choices), {"category": "chart"}
 
 
 def _draw_segment_sum(rng: random.Random, max_value: int):
@@ -103,9 +108,9 @@ def _draw_segment_sum(rng: random.Random, max_value: int):
 
 
 _TASKS = {
-    "count_shapes": ("integer", _draw_count_shapes, {"max_count": 4, "distractors": 3}),
+    "count_shapes": ("integer", _draw_count_shapes, {"max_count": 4, "distractors": 2}),
     "bar_compare": ("multiple_choice", _draw_bar_compare, {"n_bars": 3, "min_gap": 8}),
-    "segment_sum": ("math", _draw_segment_sum, {"max_value": 5}),
+    "segment_sum": ("math", _draw_segment_sum, {"max_value": 4}),
 }
 TASK_NAMES = tuple(_TASKS)
 
