@@ -31,8 +31,6 @@ def test_gold_scores_one_and_a_wrong_answer_zero(tmp_path, source):
     writer, options = WRITERS[source]
     samples = load_source(source, path=writer(str(tmp_path / source)), cache_dir=str(tmp_path / "c"), **options)
     for sample in samples:
-        if "√" in str(sample.answer):
-            continue  # see test_unicode_root_gold below
         name = rewards.route(sample)
         if source in EXPECTED_ROUTES:
             assert name == EXPECTED_ROUTES[source], (sample.id, name)
@@ -41,9 +39,8 @@ def test_gold_scores_one_and_a_wrong_answer_zero(tmp_path, source):
         assert score(verifier, "zzz 987654", sample) == 0.0, (source, sample.id)
 
 
-@pytest.mark.xfail(strict=False, reason="the math verifier raises on a gold written with '√' "
-                                        "(GeoQA style); reported to the rewards owner")
 def test_unicode_root_gold(tmp_path):
+    """GeoQA writes roots as `2√{3}`; the gold must match the LaTeX form a model writes."""
     rows = hub.geoqa_rows(4)[3:]
     sample = load_source("geoqa", path=hub.write_geoqa(str(tmp_path / "g"), rows), cache_dir=str(tmp_path / "c"))[0]
     assert sample.answer == "2√{3}"
