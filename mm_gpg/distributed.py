@@ -1,9 +1,16 @@
-"""Process-group set-up and the few collectives the trainer needs (sums over ranks)."""
+"""Process-group set-up and the few collectives the trainer needs (sums over ranks).
+
+One code path serves one process and N: `init_distributed()` joins the group a launcher
+(`torchrun`, `deepspeed`) set up from its environment (RANK, WORLD_SIZE, MASTER_ADDR, ...) or
+makes a one-rank group, and every collective below is a no-op copy when there is one rank.
+Backend: NCCL on GPUs, gloo on CPUs (`DS_ACCELERATOR=cpu`).
+"""
 from __future__ import annotations
 
 import os
 import socket
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -38,6 +45,29 @@ class Dist:
         if self.world_size > 1:
             torch.distributed.all_reduce(t)
         return t.tolist()
+
+    def max(self, values: list[float]) -> list[float]:
+        """Element-wise maximum over ranks (e.g. "did any rank see a non-finite value")."""
+        t = torch.tensor(values, dtype=torch.float64)
+        if self.world_size > 1:
+            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        return t.tolist()
+
+    def all_gather_object(self, obj: Any) -> list[Any]:
+        """Every rank's `obj` (picklable), in rank order, on every rank."""
+        if self.world_size == 1:
+            return [obj]
+        out: list[Any] = [None] * self.world_size
+        torch.distributed.all_gather_object(out, obj)
+        return out
+
+    def broadcast_object(self, obj: Any, src: int = 0) -> Any:
+        """Rank `src`'s `obj` on every rank."""
+        if self.world_size == 1:
+            return obj
+        box = [obj]
+        torch.distributed.broadcast_object_list(box, src=src)
+        return box[0]
 
     def barrier(self) -> None:
         if self.world_size > 1:

@@ -5,12 +5,22 @@ Loss scaling: every micro-batch loss is already this rank's share of the *global
 (`mm_gpg.algorithms` divides by global counts). DeepSpeed would divide by the accumulation steps
 and average over ranks; we ask for no accumulation scaling and multiply by the world size, so
 the applied gradient is exactly the gradient of the global-batch loss: N ranks equal one.
+
+Non-finite guard: an update whose loss (on any rank) or gradient is not finite is not applied.
+DeepSpeed's ZeRO optimizers already skip a step whose global gradient norm is inf/NaN; the client
+optimizer (`GuardedAdamW`) refuses the rest (ZeRO stage 0, and a non-finite loss with finite
+gradients), so no stage can take a partial or poisoned step. The learning-rate schedule advances
+only on applied updates (the learner steps it, not DeepSpeed), identically under every stage.
+
+ZeRO-3: each rank holds a slice of every parameter. Generation (`generation_module`), weight
+sync (`full_named_parameters`) and HF export (`full_state_dict`) gather whole parameters.
 """
 from __future__ import annotations
 
+import contextlib
 import math
-import os
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 
@@ -69,9 +79,83 @@ def collate(prompts: list, groups: list[list], pad_token_id: int) -> dict:
 @dataclass
 class StepResult:
     loss: float
+    """This rank's share of the global loss (sum over ranks = the global-batch loss)."""
     grad_norm: float
+    """Global gradient norm before clipping (inf/NaN when the update was refused)."""
     entropy: float
     lr: float
+    """Learning rate the update used."""
+    skipped: bool = False
+    """True when the update was refused (non-finite loss on some rank, or non-finite gradient)."""
+
+
+class GuardedAdamW(torch.optim.AdamW):
+    """AdamW that refuses a non-finite update.
+
+    `force_skip` (set by the learner from the all-ranks loss check) refuses the next step; a
+    non-finite gradient in the parameters handed to `step` refuses it too. Under ZeRO these are
+    the rank's fp32 partitions, after DeepSpeed's own global overflow check has already skipped
+    any step with a non-finite global norm; under stage 0 they are the whole, all-reduced
+    gradients, identical on every rank, so every rank decides alike. `applied` records whether
+    the last step went through."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.force_skip = False
+        self.applied = False
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        if self.force_skip:
+            return None
+        for group in self.param_groups:
+            grads = [p.grad for p in group["params"] if p.grad is not None]
+            if grads and not all(bool(torch.isfinite(g).all()) for g in grads):
+                return None
+        self.applied = True
+        return super().step(closure)
+
+
+@contextlib.contextmanager
+def zero3_whole_parameters(engine):
+    """Under ZeRO-3: every parameter of `engine.module` gathered (read-only) for the duration,
+    with ZeRO's per-module fetch/release hooks taken off, so that a many-forward loop such as
+    `generate` runs on whole weights instead of re-gathering each layer for every token (the
+    hooks would release the gathered weights after each module's forward). The hooks are put
+    back and the parameters re-partitioned on exit. Every rank must enter it together."""
+    import deepspeed
+
+    module = engine.module
+    offload = getattr(engine.optimizer, "parameter_offload", None)
+    with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
+        hooks_known = offload is not None and all(
+            hasattr(offload, a) for a in ("forward_hooks", "backward_hooks", "_register_deepspeed_module"))
+        if not hooks_known:  # another DeepSpeed layout: still correct, only slower
+            yield module
+            return
+        for param in module.parameters():
+            param.ds_active_sub_modules.clear()
+        for hook in offload.forward_hooks + offload.backward_hooks:
+            hook.remove()
+        offload.forward_hooks, offload.backward_hooks = [], []
+        try:
+            yield module
+        finally:
+            offload._register_deepspeed_module(offload.module, count=[0])
+
+
+class _GatheredForGeneration:
+    """The engine's module for HF `generate` under ZeRO-3 (see `zero3_whole_parameters`)."""
+
+    def __init__(self, engine):
+        self._engine = engine
+
+    def generate(self, *args, **kwargs):
+        with zero3_whole_parameters(self._engine) as module:
+            return module.generate(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._engine.module, name)
 
 
 class Learner:
@@ -95,40 +179,118 @@ class Learner:
             self.reference = copy.deepcopy(policy.model).eval().requires_grad_(False)
         self.kl_coef = kl_coef
         params = [p for p in policy.model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.99))
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, warmup_steps)))
+        self.optimizer = GuardedAdamW(params, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.99))
+        # Stepped here, on applied updates only (see the module docstring), not by DeepSpeed.
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: min(1.0, (s + 1) / max(1, warmup_steps)))
         gas = local_groups // micro_batch_groups
         config = {
             "train_micro_batch_size_per_gpu": micro_batch_groups * group_size,
             "gradient_accumulation_steps": gas,
             "gradient_clipping": grad_clip,
             "zero_optimization": {"stage": zero_stage},
-            "bf16": {"enabled": bf16},
+            "bf16": {"enabled": bf16, "check_grad_overflow": True},
+            "zero_allow_untested_optimizer": True,  # GuardedAdamW is torch's AdamW plus the guard
             "steps_per_print": 10 ** 9,
             "wall_clock_breakdown": False,
         }
-        self.engine, _, _, self.scheduler = deepspeed.initialize(
-            model=policy.model, optimizer=optimizer, lr_scheduler=schedule, config=config,
-            model_parameters=params)
+        self.engine, _, _, _ = deepspeed.initialize(model=policy.model, optimizer=self.optimizer, config=config,
+                                                    model_parameters=params)
         self.gas = gas
+        self.updates_applied = 0
+        self.updates_skipped = 0
 
     @property
     def module(self) -> torch.nn.Module:
         return self.engine.module
 
+    def generation_module(self):
+        """What a rollout engine generates with: the module itself, or under ZeRO-3 a view whose
+        `generate` runs on gathered (whole) parameters. Pass as the HF engine's `model_fn`."""
+        return _GatheredForGeneration(self.engine) if self.zero_stage == 3 else self.engine.module
+
+    def _gathered(self, params: list):
+        if self.zero_stage != 3:
+            return contextlib.nullcontext()
+        import deepspeed
+        return deepspeed.zero.GatheredParameters(params, modifier_rank=None)
+
+    def full_named_parameters(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """(name, whole tensor) for every parameter, trainable or frozen, in module order.
+
+        Under ZeRO-3 each parameter is gathered (a collective: every rank must iterate to the end)
+        and a copy is yielded; otherwise the live tensor is yielded (consume it before the next
+        update). Used by `Trainer.sync_weights` and the HF export."""
+        for name, param in self.module.named_parameters():
+            with self._gathered([param]):
+                yield name, (param.detach().clone() if self.zero_stage == 3 else param.detach())
+
+    def full_state(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """The weights a rollout engine loads after an update (see `full_named_parameters`)."""
+        return self.full_named_parameters()
+
+    def full_state_dict(self) -> dict[str, torch.Tensor]:
+        """The module's whole state dict (parameters gathered under ZeRO-3, tied aliases and
+        persistent buffers included), for `save_pretrained(state_dict=...)`. Every rank must
+        call it."""
+        if self.zero_stage != 3:
+            return self.module.state_dict()
+        keys = self.module.state_dict().keys()  # parameters appear there as empty placeholders
+        state, seen = {}, {}
+        for name, param in self.module.named_parameters(remove_duplicate=False):
+            if id(param) not in seen:
+                with self._gathered([param]):
+                    seen[id(param)] = param.detach().clone()
+            state[name] = seen[id(param)]
+        for name, buf in self.module.named_buffers():
+            if name in keys:
+                state[name] = buf.detach().clone()
+        return state
+
+    def local_params_finite(self) -> bool:
+        """Whether this rank's share of the weights is finite (its partitions under ZeRO-3)."""
+        for param in self.module.parameters():
+            data = param.ds_tensor if hasattr(param, "ds_tensor") else param.data
+            if data.numel() and not bool(torch.isfinite(data).all()):
+                return False
+        return True
+
+    def client_state(self) -> dict:
+        """What the DeepSpeed checkpoint does not hold: the learner-owned LR schedule, counters."""
+        return {"scheduler": self.scheduler.state_dict(), "updates_applied": self.updates_applied,
+                "updates_skipped": self.updates_skipped}
+
+    def load_client_state(self, state: dict) -> None:
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.updates_applied = int(state["updates_applied"])
+        self.updates_skipped = int(state["updates_skipped"])
+
     def _grad_norm(self) -> float:
-        norm = self.engine.get_global_grad_norm() if self.zero_stage else None
-        if norm is None:
-            grads = [p.grad.detach().float().norm() for p in self.module.parameters() if p.grad is not None]
-            norm = torch.linalg.vector_norm(torch.stack(grads)).item() if grads else 0.0
-        return float(norm)
+        """Stage 0: the global norm of the (already all-reduced) gradients, before clipping."""
+        grads = [p.grad.detach().float().norm() for p in self.module.parameters() if p.grad is not None]
+        return float(torch.linalg.vector_norm(torch.stack(grads)).item()) if grads else 0.0
+
+    def _any_rank(self, flag: bool) -> bool:
+        if self.world_size == 1:
+            return flag
+        from deepspeed.accelerator import get_accelerator
+        t = torch.tensor([float(flag)], device=get_accelerator().current_device_name())
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        return bool(t.item() > 0)
 
     def step(self, algorithm: Algorithm, prompts: list, groups: list[list], advantages: torch.Tensor, *,
              alpha: float, normalizer: float, aggregation: str, clip_eps: float) -> StepResult:
-        """One optimizer update on this rank's groups. advantages: [groups, G]."""
+        """One optimizer update on this rank's groups. advantages: [groups, G].
+
+        Every rank must call it with the same number of micro-batches (`local_groups`)."""
+        if len(prompts) != self.gas * self.micro_batch_groups:
+            raise ValueError(f"learner: got {len(prompts)} groups, expected {self.gas * self.micro_batch_groups} "
+                             f"({self.gas} micro-batches of {self.micro_batch_groups})")
         self.engine.train()
         total_loss, entropy_sum, token_count = 0.0, 0.0, 0.0
         grad_norm = float("nan")
+        bad_loss = False
+        lr = self.scheduler.get_last_lr()[0]
         step_size = self.micro_batch_groups
         for m, start in enumerate(range(0, len(prompts), step_size)):
             batch = collate(prompts[start:start + step_size], groups[start:start + step_size],
@@ -145,13 +307,28 @@ class Learner:
                                normalizer=normalizer, alpha=alpha, aggregation=aggregation,
                                clip_eps=clip_eps, ref_logprobs=ref, kl_coef=self.kl_coef)
             self.engine.backward(loss * self.world_size, scale_wrt_gas=False)
-            if m == self.gas - 1 and self.zero_stage == 0:
-                grad_norm = self._grad_norm()  # stage 0 keeps plain .grad until step()
+            value = loss.item()
+            bad_loss |= not math.isfinite(value)
+            boundary = m == self.gas - 1
+            if boundary:
+                # Decided alike on every rank before the optimizer runs (see the module docstring).
+                self.optimizer.force_skip = self._any_rank(bad_loss)
+                self.optimizer.applied = False
+                if self.zero_stage == 0:
+                    grad_norm = self._grad_norm()  # stage 0 keeps plain .grad until step()
             self.engine.step()
-            total_loss += loss.item()
+            total_loss += value
             entropy_sum += float(entropy.sum())
             token_count += float(batch["completion_mask"].sum())
         if self.zero_stage:
-            grad_norm = self._grad_norm()
+            norm = self.engine.get_global_grad_norm()
+            grad_norm = float("nan") if norm is None else float(norm)
+        applied = self.optimizer.applied
+        self.optimizer.force_skip = False
+        if applied:
+            self.scheduler.step()
+            self.updates_applied += 1
+        else:
+            self.updates_skipped += 1
         return StepResult(loss=total_loss, grad_norm=grad_norm, entropy=entropy_sum / max(1.0, token_count),
-                          lr=self.scheduler.get_last_lr()[0])
+                          lr=lr, skipped=not applied)
