@@ -112,6 +112,17 @@ class TrainConfig:
     """Train in bf16 (DeepSpeed bf16 mode)."""
     seed: int = 0
     """Seeds data order, sampling and initialisation."""
+    checkpoint_every: int = 0
+    """Write a resumable checkpoint every this many steps and at the end (0: none), under
+    output_dir/checkpoints/step-NNNNNNNN."""
+    keep_checkpoints: int = 2
+    """Keep the newest this many checkpoints, deleting older ones (0: keep all)."""
+    resume: str | None = None
+    """null: start fresh; auto: continue from the newest complete checkpoint under
+    output_dir/checkpoints (fresh when there is none); or the path of a checkpoint folder."""
+    max_nonfinite: int = 3
+    """Stop the run when this many updates in a row had a non-finite loss or gradient norm
+    (each such update is skipped and logged)."""
 
 
 @dataclass
@@ -270,6 +281,13 @@ def validate(config: Config) -> None:
         fail("algorithm.min_valid_fraction", "must be in [0, 1]")
     if config.train.zero_stage not in (0, 1, 2, 3):
         fail("train.zero_stage", "must be 0, 1, 2 or 3")
+    for key in ("checkpoint_every", "keep_checkpoints"):
+        if getattr(config.train, key) < 0:
+            fail(f"train.{key}", "must be >= 0")
+    if config.train.max_nonfinite < 1:
+        fail("train.max_nonfinite", "must be >= 1")
+    if config.train.resume is not None and (not isinstance(config.train.resume, str) or not config.train.resume):
+        fail("train.resume", "must be null, auto or the path of a checkpoint folder")
     if config.model.dtype not in ("float32", "bfloat16", "float16"):
         fail("model.dtype", "must be float32, bfloat16 or float16")
     for key, entries in (("data.train", config.data.train), ("data.heldout", config.data.heldout)):
