@@ -107,10 +107,23 @@ def _draw_segment_sum(rng: random.Random, max_value: int):
     return image, question, str(a + b), None, {"category": "diagram"}
 
 
+def _draw_shape_color(rng: random.Random, n_choices: int):
+    colour = rng.choice(list(COLORS))
+    image, draw = _canvas()
+    x0, y0 = rng.randint(4, 40), rng.randint(4, 40)
+    size = rng.randint(50, 68)
+    box = (x0, y0, x0 + size, y0 + size)
+    (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=COLORS[colour])
+    choices = sorted(rng.sample([c for c in COLORS if c != colour], n_choices - 1) + [colour])
+    answer = chr(ord("A") + choices.index(colour))
+    return image, "What colour is the shape?", answer, choices, {"category": "colour"}
+
+
 _TASKS = {
     "count_shapes": ("integer", _draw_count_shapes, {"max_count": 4, "distractors": 2}),
     "bar_compare": ("multiple_choice", _draw_bar_compare, {"n_bars": 3, "min_gap": 8}),
     "segment_sum": ("math", _draw_segment_sum, {"max_value": 4}),
+    "shape_color": ("multiple_choice", _draw_shape_color, {"n_choices": 3}),
 }
 TASK_NAMES = tuple(_TASKS)
 

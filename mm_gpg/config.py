@@ -290,6 +290,21 @@ def validate(config: Config) -> None:
         fail("train.resume", "must be null, auto or the path of a checkpoint folder")
     if config.model.dtype not in ("float32", "bfloat16", "float16"):
         fail("model.dtype", "must be float32, bfloat16 or float16")
+    from data_prep.prompts import STYLE_INSTRUCTIONS
+    from .algorithms import AGGREGATIONS, ALGORITHMS
+    for key, value, registry in (("algorithm.name", config.algorithm.name, ALGORITHMS),
+                                 ("algorithm.aggregation", config.algorithm.aggregation, AGGREGATIONS)):
+        if value is not None:
+            try:
+                registry.get(value)
+            except KeyError as exc:
+                fail(key, exc.args[0])
+    if config.algorithm.scale_rewards not in (None, "none", "std"):
+        fail("algorithm.scale_rewards", "must be none or std")
+    if config.data.prompt_style not in STYLE_INSTRUCTIONS:
+        fail("data.prompt_style", f"must be one of {sorted(STYLE_INSTRUCTIONS)}")
+    if config.rollout.engine not in ("hf", "vllm"):
+        fail("rollout.engine", "must be hf or vllm")
     for key, entries in (("data.train", config.data.train), ("data.heldout", config.data.heldout)):
         for i, entry in enumerate(entries):
             if not isinstance(entry, dict) or "source" not in entry:
