@@ -1,0 +1,151 @@
+"""`mm-gpg eval`: run a suite, score outside predictions, compare two runs, list suites.
+
+    mm-gpg eval --model PATH_OR_HUB_ID --suite synthetic|cross_modal|file.yaml [--output DIR]
+                [--resume | --overwrite] [--limit N] [--seed S] [--data-root DIR]
+                [--benchmarks a,b] [--set KEY=VALUE ...] [--max-new-tokens N] [--n K]
+    mm-gpg eval score --benchmark NAME --predictions preds.jsonl --output scored.jsonl
+    mm-gpg eval compare A/report.json B/report.json [--output diff.md|diff.json]
+    mm-gpg eval suites
+
+Exit status: 0 when every benchmark ran, 1 when a benchmark could not be loaded (the others
+still ran and the report says which failed), 2 for a usage error.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+from .metrics import N_BOOT
+
+USAGE_ERRORS = (ValueError, KeyError, FileNotFoundError, NotADirectoryError, PermissionError)
+
+
+def _error(prog: str, exc: BaseException) -> int:
+    text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+    print(f"{prog}: error: {' '.join(str(text).split())}", file=sys.stderr)
+    return 2
+
+
+def run_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mm-gpg eval", description="Run an eval suite on a model.",
+                                epilog="Other commands: 'mm-gpg eval score ...', 'mm-gpg eval compare A B', "
+                                       "'mm-gpg eval suites'.")
+    p.add_argument("--model", required=True, help="local checkpoint folder or hub id (owner/name)")
+    p.add_argument("--suite", required=True, help="a built-in suite (synthetic, cross_modal) or a YAML file")
+    p.add_argument("--output", help="output folder (default: runs/eval/<suite>-<model name>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --output, skipping scored samples")
+    p.add_argument("--overwrite", action="store_true", help="discard what --output holds and start again")
+    p.add_argument("--limit", type=int, help="at most N samples per benchmark")
+    p.add_argument("--seed", type=int, default=0, help="seeds sampling (n > 1) and the bootstrap (default 0)")
+    p.add_argument("--benchmarks", help="comma-separated benchmark names to run (default: all of the suite)")
+    p.add_argument("--data-root", help="folder holding local copies of the benchmarks, one sub-folder each")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="edit the suite: defaults.sampling.max_new_tokens=64, mathvista.options.path=/x")
+    p.add_argument("--max-new-tokens", type=int, help="completion cap for every benchmark")
+    p.add_argument("--batch-size", type=int, help="prompts per generate call for every benchmark")
+    p.add_argument("--n", type=int, help="completions per prompt (n > 1: sampled, mean@n and pass@n)")
+    p.add_argument("--temperature", type=float, help="sampling temperature when n > 1")
+    p.add_argument("--engine", default="hf", help="rollout engine: hf (default) or vllm")
+    p.add_argument("--engine-option", dest="engine_options", action="append", default=[], metavar="KEY=VALUE",
+                   help="engine constructor option, e.g. gpu_memory_utilization=0.8 (vllm)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    p.add_argument("--workers", type=int, default=2, help="verifier processes")
+    p.add_argument("--timeout", type=float, default=5.0, help="hard time limit per verifier call, seconds")
+    p.add_argument("--bootstrap", type=int, default=N_BOOT, help="bootstrap resamples (default 1000)")
+    p.add_argument("--cache-dir", help="datasets cache folder for the benchmark loaders")
+    p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    return p
+
+
+def default_output(suite: str, model: str) -> str:
+    model_name = Path(model.rstrip("/")).name or "model"
+    suite_name = Path(suite).stem
+    return str(Path("runs") / "eval" / re.sub(r"[^\w.-]+", "_", f"{suite_name}-{model_name}"))
+
+
+def run_main(argv: list[str]) -> int:
+    args = run_parser().parse_args(argv)
+    from .runner import run_suite
+    from .suite import apply_run_options, load_suite, parse_set
+    if args.resume and args.overwrite:
+        return _error("mm-gpg eval", ValueError("--resume and --overwrite exclude each other"))
+    for flag in ("limit", "max_new_tokens", "batch_size", "n"):
+        value = getattr(args, flag)
+        if value is not None and value < (0 if flag == "limit" else 1):
+            return _error("mm-gpg eval", ValueError(f"--{flag.replace('_', '-')}: must be >= "
+                                                    f"{0 if flag == 'limit' else 1}, got {value}"))
+    try:
+        only = [s.strip() for s in args.benchmarks.split(",") if s.strip()] if args.benchmarks else None
+        suite = load_suite(args.suite, args.sets, data_root=args.data_root, only=only)
+        apply_run_options(suite, limit=args.limit, max_new_tokens=args.max_new_tokens,
+                          batch_size=args.batch_size, n=args.n, temperature=args.temperature)
+        for b in suite.benchmarks:
+            if b.sampling.n > 1 and b.sampling.greedy:
+                raise ValueError(f"benchmark {b.name}: n={b.sampling.n} needs sampling (greedy: false)")
+        engine_options = {}
+        for item in args.engine_options:
+            key, value = parse_set(f"engine.{item}")
+            engine_options[key[1]] = value
+        output = args.output or default_output(args.suite, args.model)
+        _, code = run_suite(suite, model=args.model, output_dir=output, seed=args.seed, resume=args.resume,
+                            overwrite=args.overwrite, engine=args.engine, dtype=args.dtype, workers=args.workers,
+                            timeout_s=args.timeout, n_boot=args.bootstrap, cache_dir=args.cache_dir,
+                            quiet=args.quiet, engine_options=engine_options)
+    except USAGE_ERRORS as exc:
+        return _error("mm-gpg eval", exc)
+    return code
+
+
+def compare_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="mm-gpg eval compare",
+                                description="Per-benchmark and per-category differences B - A, with "
+                                            "bootstrap 95% intervals.")
+    p.add_argument("a", help="report.json of run A")
+    p.add_argument("b", help="report.json of run B")
+    p.add_argument("--output", help="also write the comparison (.json, or Markdown otherwise)")
+    p.add_argument("--bootstrap", type=int, default=N_BOOT)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    from .compare import compare_reports, load_report, render_comparison
+    from .report import write_json_atomic, write_text_atomic
+    try:
+        cmp = compare_reports(load_report(args.a), load_report(args.b), n_boot=args.bootstrap, seed=args.seed)
+    except USAGE_ERRORS as exc:
+        return _error("mm-gpg eval compare", exc)
+    print(render_comparison(cmp), end="")
+    if args.output:
+        if args.output.endswith(".json"):
+            write_json_atomic(args.output, cmp)
+        else:
+            write_text_atomic(args.output, render_comparison(cmp, markdown=True))
+    return 0
+
+
+def suites_main(argv: list[str]) -> int:
+    from .suite import load_suite, suite_names
+    for name in suite_names():
+        suite = load_suite(name)
+        print(f"{name}: {suite.description}")
+        for b in suite.benchmarks:
+            print(f"  {b.name:<12} source {b.source}" + (f", split {b.split}" if b.split else "")
+                  + (f", limit {b.limit}" if b.limit is not None else "")
+                  + (f", subset {b.subset['size']}" if b.subset else ""))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "score":
+        from .score import main as score_main
+        return score_main(argv[1:])
+    if argv and argv[0] == "compare":
+        return compare_main(argv[1:])
+    if argv and argv[0] == "suites":
+        return suites_main(argv[1:])
+    return run_main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
