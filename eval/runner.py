@@ -154,11 +154,9 @@ class SuiteRun:
         done = {(r["benchmark"], r["index"]) for r in self._prepare_output()}
         failed: dict[str, str] = {}
         loaded: dict[str, dict] = {}
-        try:
-            import datasets
-            datasets.disable_progress_bars()
-        except ImportError:
-            pass
+        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # read when datasets is imported
+        if "datasets" in sys.modules:
+            sys.modules["datasets"].disable_progress_bars()
         with core.Scorers(timeout_s=self.timeout_s, num_workers=self.workers) as scorers, \
                 open(self.out / PREDICTIONS, "a", encoding="utf-8") as sink:
             for b in self.suite.benchmarks:
