@@ -380,8 +380,9 @@ class SuiteEvaluator:
     """`evaluator(engine, step) -> {"suite/accuracy": ..., "suite/<benchmark>/accuracy": ...}`.
 
     The trainer's periodic evaluation on a suite, with the same call signature as
-    `eval.heldout.HeldoutEvaluator`. Samples are loaded and prompts encoded once; each rank
-    answers its slice and the sums are reduced over ranks. A benchmark whose source cannot be
+    `eval.heldout.HeldoutEvaluator`. Sources are opened once; prompts are built batch by batch at
+    each call (memory bounded by one batch, whatever the image sizes); each rank answers its slice
+    and the sums are reduced over ranks. A benchmark whose source cannot be
     loaded is logged once and left out; a sample that fails counts as wrong (and in `errors`).
     `suite/accuracy` is the mean of the benchmark accuracies. With `output_dir` (one process
     only) each call also writes `step_<N>.json` with every prediction. Close it (or use it as a
@@ -399,7 +400,8 @@ class SuiteEvaluator:
         self.suite, self.dist, self.seed, self.prefix = suite, dist, seed, prefix
         self.output_dir = output_dir if dist.world_size == 1 else None
         self.scorers = core.Scorers(timeout_s=reward_timeout_s, num_workers=reward_workers)
-        self.parts = []  # (benchmark, [(index, sample, prompt)] of this rank)
+        self.processor = processor
+        self.parts = []  # (benchmark, its source, the indices this rank answers)
         self.failed: dict[str, str] = {}
         for b in suite.benchmarks:
             try:
@@ -409,27 +411,24 @@ class SuiteEvaluator:
                 if dist.is_main:
                     log(f"suite {suite.name}: benchmark {b.name} left out: {self.failed[b.name]}")
                 continue
-            mine = selected.indices[dist.rank::dist.world_size]
-            items = []
-            for start in range(0, len(mine), b.batch_size):
-                chunk = mine[start:start + b.batch_size]
-                items.extend(core.prepare(selected.source, chunk, b, processor))
-            self.parts.append((b, items))
+            self.parts.append((b, selected.source, selected.indices[dist.rank::dist.world_size]))
 
     def __call__(self, engine, step: int) -> dict:
         from . import core
         keys, values, records = [], [], []
-        for b, items in self.parts:
-            ok = [it for it in items if it.error is None]
-            results = {}
-            for start in range(0, len(ok), b.batch_size):
-                batch = ok[start:start + b.batch_size]
-                seed = core.batch_seed(self.seed, b.name, step, start)
-                for it, rec in zip(batch, core.run_batch(engine, self.scorers.get(b.verifier), batch, b, seed)):
-                    results[it.index] = rec
+        for b, source, mine in self.parts:
+            batch_records = []
+            for start in range(0, len(mine), b.batch_size):
+                # prompts are built per call, batch by batch: memory stays bounded by one batch
+                items = core.prepare(source, mine[start:start + b.batch_size], b, self.processor)
+                ready = [it for it in items if it.error is None]
+                seed = core.batch_seed(self.seed, b.name, step, mine[start])
+                scored = dict(zip([it.index for it in ready],
+                                  core.run_batch(engine, self.scorers.get(b.verifier), ready, b, seed)))
+                batch_records += [scored.get(it.index) or core.error_record(b, it.index, it.sample, it.error)
+                                  for it in items]
             sums = {"n": 0.0, "score": 0.0, "parse_failures": 0.0, "errors": 0.0, "responses": 0.0}
-            for it in items:
-                rec = results.get(it.index) or core.error_record(b, it.index, it.sample, it.error)
+            for rec in batch_records:
                 records.append(rec)
                 sums["n"] += 1
                 sums["score"] += rec["score"]
@@ -441,7 +440,7 @@ class SuiteEvaluator:
                 values.append(value)
         totals = dict(zip(keys, self.dist.sum(values))) if values else {}
         metrics, accuracies = {}, []
-        for b, _ in self.parts:
+        for b, _, _ in self.parts:
             n = totals[(b.name, "n")]
             if not n:
                 continue
