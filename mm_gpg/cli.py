@@ -4,6 +4,7 @@
     mm-gpg init-tiny DIR
     mm-gpg score --verifier NAME|auto --input in.jsonl --output out.jsonl
     mm-gpg data inspect SOURCE [--n 16] [--out sheet.png]
+    mm-gpg export CHECKPOINT OUT
 """
 from __future__ import annotations
 
@@ -71,7 +72,7 @@ def train_command(args) -> int:
                       train_language_model=m.train_language_model, train_projector=m.train_projector,
                       train_vision_tower=m.train_vision_tower, kl_coef=config.algorithm.kl_coef,
                       world_size=dist.world_size)
-    engine = build_engine(config.rollout.engine, policy=policy, model_fn=lambda: learner.module,
+    engine = build_engine(config.rollout.engine, policy=policy, model_fn=learner.generation_module,
                           max_prompts_per_call=config.rollout.max_prompts_per_call, **config.rollout.vllm)
     heldout = [s for entry in config.data.heldout
                for s in load_source(entry["source"], **entry.get("options", {}))]
@@ -116,6 +117,11 @@ def score_command(argv: list[str]) -> int:
     return main(argv)
 
 
+def export_command(argv: list[str]) -> int:
+    from mm_gpg.checkpoint import export_main
+    return export_main(argv)
+
+
 def data_command(argv: list[str]) -> int:
     if not argv or argv[0] != "inspect":
         raise ValueError("usage: mm-gpg data inspect SOURCE [--n 16] [--out sheet.png]")
@@ -135,9 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     p_tiny.add_argument("--seed", type=int, default=0)
     sub.add_parser("score", help="score a JSONL of responses with a verifier", add_help=False)
     sub.add_parser("data", help="inspect a data source", add_help=False)
+    sub.add_parser("export", help="write a training checkpoint in Hugging Face format", add_help=False)
     sub.add_parser("eval", help="run the eval suite", add_help=False)
 
-    passthrough = {"score": score_command, "data": data_command}
+    passthrough = {"score": score_command, "data": data_command, "export": export_command}
     try:
         if argv and argv[0] in passthrough:
             return passthrough[argv[0]](argv[1:])

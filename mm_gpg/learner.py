@@ -270,6 +270,17 @@ class Learner:
         grads = [p.grad.detach().float().norm() for p in self.module.parameters() if p.grad is not None]
         return float(torch.linalg.vector_norm(torch.stack(grads)).item()) if grads else 0.0
 
+    def _forward_prologue(self) -> None:
+        """What `DeepSpeedEngine.forward` does before each micro-batch's forward.
+
+        The learner calls the module's parts directly (the vision tower once per prompt, the
+        vocabulary projection only at completion positions), not through `engine(...)`, so it
+        must do this itself: ZeRO optimizers count accumulation micro-steps here. Without it
+        ZeRO-3 overwrites, instead of adding, the gradients of earlier micro-batches."""
+        from deepspeed.runtime.base_optimizer import ZeROOptimizer
+        if isinstance(self.engine.optimizer, ZeROOptimizer):
+            self.engine.optimizer.clear_backward_seen_flag()
+
     def _any_rank(self, flag: bool) -> bool:
         if self.world_size == 1:
             return flag
@@ -295,6 +306,7 @@ class Learner:
         for m, start in enumerate(range(0, len(prompts), step_size)):
             batch = collate(prompts[start:start + step_size], groups[start:start + step_size],
                             self.policy.pad_token_id)
+            self._forward_prologue()
             logprobs, entropy = completion_logprobs(self.engine.module, batch,
                                                     self.policy.blocked_tokens)
             ref = None

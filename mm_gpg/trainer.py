@@ -12,6 +12,17 @@ How this departs from GRPO (as GPG does, arXiv 2504.02546; DESIGN.md "GPG, exact
   over the global batch, so that the invalid groups' zero gradients do not shrink the step.
 The baselines (`grpo`, `dr_grpo`, `reinforce`) run through the same loop: only their registry
 entry (mm_gpg.algorithms.ALGORITHMS) differs.
+
+N processes equal one: all ranks draw the same global batch and each rolls out its shard; the
+valid-group count (hence alpha), the resampling decision, the batch assembly (valid groups first,
+in the order one process would have drawn them, moved between ranks only when one rank has more
+than its share), the token count the loss divides by and every logged metric are global. Rank 0
+alone writes metrics, checkpoints' shared files and exports.
+
+Survival: `train.checkpoint_every` writes resumable checkpoints (mm_gpg.checkpoint); `train.resume`
+continues from one exactly (same data, same samples, same metrics, step for step). An update
+with a non-finite loss or gradient norm is skipped and logged; `train.max_nonfinite` in a row
+stop the run (NonFiniteError).
 """
 from __future__ import annotations
 
@@ -30,6 +41,8 @@ from data_prep.registry import load_source
 
 from .algorithms import (ADVANTAGES, ALGORITHMS, Algorithm, aggregation_normalizer, correction_factor,
                          valid_groups)
+from .checkpoint import (NonFiniteError, checkpoint_root, load_checkpoint, resolve_resume, restore_rng,
+                         save_checkpoint)
 from .config import Config
 from .distributed import Dist
 from .metrics import MetricsLogger
@@ -57,9 +70,16 @@ class Group:
 
 @dataclass
 class TrainState:
+    """Everything of the loop's own that a checkpoint must carry (with the mixture's position)."""
     step: int = 0
     total_draws: int = 0
-    mixture: dict = field(default_factory=dict)
+    """Prompt draws over the whole run (resampling included)."""
+    nonfinite_in_a_row: int = 0
+    """Consecutive skipped (non-finite) updates up to `step`."""
+    nonfinite_steps: list = field(default_factory=list)
+    """Steps whose update was skipped as non-finite (the most recent ones)."""
+    first_eval: dict = field(default_factory=dict)
+    """The evaluation before training, reported as "before" by a resumed run too."""
 
 
 def build_mixture(entries: list[dict], seed: int) -> Mixture:
@@ -103,6 +123,31 @@ def assemble_batch(groups: list[Group], local_groups: int) -> list[Group]:
     return (valid + invalid)[:local_groups]
 
 
+def plan_global_batch(valid_by_rank: list[list[bool]], local_groups: int) -> list[list[tuple[int, int]]]:
+    """Which sampled groups make the global batch, and which rank trains on each.
+
+    valid_by_rank[r][i]: whether rank r's i-th sampled group (draw-major: draw d holds indices
+    d*local_groups ... (d+1)*local_groups - 1) is valid. The global batch is what one process
+    would assemble from the same draws: valid groups first in draw order (draw, then rank, then
+    position, because `shard` cuts each draw's global batch into contiguous rank slices), filled
+    up to B = local_groups * world_size with invalid ones. Each rank keeps its own selected groups
+    up to its share; the surplus of richer ranks goes, in that order, to ranks short of groups.
+
+    Returns, per rank, its `local_groups` entries as (owner rank, owner's index)."""
+    world = len(valid_by_rank)
+    draws = len(valid_by_rank[0]) // local_groups
+    order = [(r, d * local_groups + i) for d in range(draws) for r in range(world) for i in range(local_groups)]
+    chosen = ([k for k in order if valid_by_rank[k[0]][k[1]]]
+              + [k for k in order if not valid_by_rank[k[0]][k[1]]])[:local_groups * world]
+    own = [[k for k in chosen if k[0] == r] for r in range(world)]
+    surplus = iter([k for r in range(world) for k in own[r][local_groups:]])
+    plan = []
+    for r in range(world):
+        mine = own[r][:local_groups]
+        plan.append(mine + [next(surplus) for _ in range(local_groups - len(mine))])
+    return plan
+
+
 def _mean(values: list) -> float:
     values = [v for v in values if v is not None]
     return sum(values) / len(values) if values else float("nan")
@@ -137,7 +182,6 @@ class Trainer:
                  dist: Dist, evaluator: Evaluator | None = None, logger: MetricsLogger | None = None):
         self.config, self.policy, self.engine, self.learner = config, policy, engine, learner
         self.scorer, self.dist, self.evaluator = scorer, dist, evaluator
-        self.logger = logger or MetricsLogger(config.output_dir, enabled=dist.is_main)
         self.algorithm: Algorithm = ALGORITHMS.get(config.algorithm.name)
         self.mixture = build_mixture(config.data.train, seed=config.train.seed)
         self.state = TrainState()
@@ -145,13 +189,69 @@ class Trainer:
             raise ValueError(f"train.prompts_per_step={config.train.prompts_per_step} does not divide over "
                              f"{dist.world_size} ranks")
         self.local_groups = config.train.prompts_per_step // dist.world_size
+        self.checkpoints = checkpoint_root(config.output_dir)
+        self.resumed_from: Path | None = None
+        self._rng_to_restore = None
+        # Rank 0 picks the checkpoint, so that every rank loads the same one.
+        resume = dist.broadcast_object(resolve_resume(config.train.resume, self.checkpoints) if dist.is_main
+                                       else None)
+        if resume is not None:
+            self._resume(Path(resume))
+        self.logger = logger or MetricsLogger(config.output_dir, enabled=dist.is_main)
+
+    # ------------------------------------------------------------ checkpoints
+
+    def _say(self, text: str) -> None:
+        if self.dist.is_main:
+            print(text, flush=True)
+
+    def _trainer_state(self) -> dict:
+        metrics_path = Path(self.config.output_dir) / "metrics.jsonl"
+        return {"trainer": {"step": self.state.step, "total_draws": self.state.total_draws,
+                            "nonfinite_in_a_row": self.state.nonfinite_in_a_row,
+                            "nonfinite_steps": self.state.nonfinite_steps[-100:],
+                            "first_eval": self.state.first_eval},
+                "mixture": self.mixture.state_dict(),
+                "metrics_bytes": metrics_path.stat().st_size if metrics_path.exists() else 0}
+
+    def save_checkpoint(self) -> Path:
+        """A resumable checkpoint of the current step (every rank must call it)."""
+        started = time.perf_counter()
+        path = save_checkpoint(self.checkpoints, self.state.step, self.learner, self._trainer_state(), self.dist,
+                               keep=self.config.train.keep_checkpoints, processor=self.policy.processor)
+        self._say(f"checkpoint {path} saved in {time.perf_counter() - started:.2f} s")
+        return path
+
+    def _resume(self, path: Path) -> None:
+        started = time.perf_counter()
+        state = load_checkpoint(path, self.learner, self.dist)
+        t = state["trainer"]
+        self.state = TrainState(step=int(t["step"]), total_draws=int(t["total_draws"]),
+                                nonfinite_in_a_row=int(t["nonfinite_in_a_row"]),
+                                nonfinite_steps=list(t["nonfinite_steps"]), first_eval=dict(t["first_eval"]))
+        self.mixture.load_state_dict(state["mixture"])
+        self._rng_to_restore = state["rng"]
+        metrics_path = Path(self.config.output_dir) / "metrics.jsonl"
+        if self.dist.is_main and metrics_path.exists():
+            # Records written after the checkpoint (by the run that was stopped) are written again.
+            size = metrics_path.stat().st_size
+            if size > state["metrics_bytes"]:
+                with open(metrics_path, "r+b") as f:
+                    f.truncate(state["metrics_bytes"])
+        self.dist.barrier()
+        self.resumed_from = path
+        self._say(f"resumed from {path} (step {self.state.step}) in {time.perf_counter() - started:.2f} s")
+
+    # ------------------------------------------------------------ one step
 
     def _draw(self) -> list:
         samples = self.mixture.draw(self.config.train.prompts_per_step)
         return shard(samples, self.dist.rank, self.dist.world_size)
 
     def collect(self) -> tuple[list[Group], list[Group], dict]:
-        """Roll out one global batch, resampling while too few groups are valid (GPG step 3)."""
+        """Roll out one global batch, resampling while too few groups are valid (GPG step 3).
+
+        Returns this rank's share of the global batch, every group this rank sampled, metrics."""
         cfg, algo = self.config, self.algorithm
         n_global = cfg.train.prompts_per_step
         sampled: list[Group] = []
@@ -160,15 +260,31 @@ class Trainer:
             seed = sampling_seed(cfg.train.seed, self.state.step, draws, self.dist.rank)
             sampled += rollout_groups(cfg, self.policy, self.engine, self.scorer, self._draw(), seed)
             draws += 1
-            n_valid = self.dist.sum([sum(g.valid for g in sampled)])[0]
+            n_valid = self.dist.sum([sum(g.valid for g in sampled)])[0]  # every rank decides alike
             if first_valid is None:
                 first_valid = n_valid / n_global
             enough = n_valid >= cfg.algorithm.min_valid_fraction * n_global
             if not algo.resamples or enough or draws > cfg.algorithm.max_extra_draws:
                 break
-        batch = assemble_batch(sampled, self.local_groups)
+        batch = self._assemble(sampled)
         self.state.total_draws += draws
         return batch, sampled, {"groups/valid_fraction_first_draw": first_valid, "groups/draws": draws}
+
+    def _assemble(self, sampled: list[Group]) -> list[Group]:
+        """This rank's share of the global batch (see `plan_global_batch`)."""
+        if self.dist.world_size == 1:
+            return assemble_batch(sampled, self.local_groups)
+        valid = self.dist.all_gather_object([g.valid for g in sampled])
+        plan = plan_global_batch(valid, self.local_groups)
+        rank = self.dist.rank
+        if all(owner == r for r, entries in enumerate(plan) for owner, _ in entries):
+            return [sampled[i] for _, i in plan[rank]]
+        outgoing = {(owner, i): sampled[i] for r, entries in enumerate(plan) if r != rank
+                    for owner, i in entries if owner == rank}
+        received: dict = {}
+        for part in self.dist.all_gather_object(outgoing):
+            received.update(part)
+        return [sampled[i] if owner == rank else received[(owner, i)] for owner, i in plan[rank]]
 
     def update(self, batch: list[Group]) -> dict:
         cfg, algo = self.config, self.algorithm
@@ -185,10 +301,10 @@ class Trainer:
         result = self.learner.step(algo, [g.prompt for g in batch], [g.completions for g in batch], advantages,
                                    alpha=alpha, normalizer=normalizer, aggregation=aggregation,
                                    clip_eps=cfg.algorithm.clip_eps)
-        entropy = self.dist.sum([result.entropy * tokens])[0] / max(1.0, n_tokens)
-        return {"groups/valid_fraction": n_valid / n_global, "alpha": alpha, "loss": result.loss,
-                "grad_norm": result.grad_norm, "entropy": entropy, "lr": result.lr,
-                "tokens": n_tokens}
+        loss, entropy = self.dist.sum([result.loss, result.entropy * tokens])
+        return {"groups/valid_fraction": n_valid / n_global, "alpha": alpha, "loss": loss,
+                "grad_norm": result.grad_norm, "entropy": entropy / max(1.0, n_tokens), "lr": result.lr,
+                "tokens": n_tokens, "nonfinite/skipped": float(result.skipped)}
 
     def sync_weights(self) -> None:
         if not self.engine.shares_learner_weights:
@@ -201,48 +317,86 @@ class Trainer:
         self.logger.log(step, metrics)
         return metrics
 
+    def _check_nonfinite(self, skipped: bool, metrics: dict) -> None:
+        step, limit = self.state.step, self.config.train.max_nonfinite
+        if not skipped:
+            self.state.nonfinite_in_a_row = 0
+            return
+        self.state.nonfinite_in_a_row += 1
+        self.state.nonfinite_steps = (self.state.nonfinite_steps + [step])[-100:]
+        self._say(f"step {step}: non-finite loss ({metrics['loss']}) or gradient norm ({metrics['grad_norm']}); "
+                  f"update skipped, weights unchanged ({self.state.nonfinite_in_a_row} in a row; the run stops "
+                  f"at {limit})")
+        if self.state.nonfinite_in_a_row >= limit:
+            steps = self.state.nonfinite_steps[-limit:]
+            raise NonFiniteError(
+                f"stopping at step {step}: {limit} updates in a row had a non-finite loss or gradient norm "
+                f"(steps {steps}); all were skipped, so the weights are those after step {steps[0] - 1}. "
+                f"Lower train.lr, check rewards and data for NaN/inf, or raise train.max_nonfinite. "
+                f"Checkpoints: {self.checkpoints}")
+
     def fit(self) -> dict:
         cfg = self.config
         progress = None
         if cfg.progress and self.dist.is_main:
             from tqdm import tqdm
             progress = tqdm(total=cfg.train.steps, initial=self.state.step, desc="gpg", dynamic_ncols=True)
-        first_eval = {}
+        if self._rng_to_restore is not None:
+            restore_rng(self._rng_to_restore)
+            self._rng_to_restore = None
+            self.sync_weights()  # an engine with its own copy of the weights gets the loaded ones
         if cfg.eval.before_training and self.state.step == 0:
-            first_eval = self.evaluate(0)
-        last_eval = first_eval
-        while self.state.step < cfg.train.steps:
-            start = time.perf_counter()
-            batch, sampled, collect_metrics = self.collect()
-            rollout_time = time.perf_counter() - start
-            update_metrics = self.update(batch)
-            self.sync_weights()
-            self.state.step += 1
-            elapsed = time.perf_counter() - start
-            metrics = {**step_metrics(sampled, self.dist), **collect_metrics, **update_metrics,
-                       "time/step": elapsed, "time/rollout": rollout_time,
-                       "time/learner": elapsed - rollout_time,
-                       "throughput/tokens_per_s": update_metrics.pop("tokens") / elapsed}
-            self.logger.log(self.state.step, metrics)
+            self.state.first_eval = self.evaluate(0)
+        last_eval = self.state.first_eval
+        saved_at = self.state.step if self.resumed_from is not None else None
+        try:
+            while self.state.step < cfg.train.steps:
+                start = time.perf_counter()
+                batch, sampled, collect_metrics = self.collect()
+                rollout_time = time.perf_counter() - start
+                update_metrics = self.update(batch)
+                skipped = bool(update_metrics["nonfinite/skipped"])
+                if not skipped:
+                    self.sync_weights()
+                self.state.step += 1
+                elapsed = time.perf_counter() - start
+                metrics = {**step_metrics(sampled, self.dist), **collect_metrics, **update_metrics,
+                           "nonfinite/in_a_row": self.state.nonfinite_in_a_row + 1 if skipped else 0,
+                           "time/step": elapsed, "time/rollout": rollout_time,
+                           "time/learner": elapsed - rollout_time,
+                           "throughput/tokens_per_s": update_metrics.pop("tokens") / elapsed}
+                self.logger.log(self.state.step, metrics)
+                self._check_nonfinite(skipped, metrics)
+                if progress is not None:
+                    progress.update(1)
+                    progress.set_postfix(reward=f"{metrics['reward/mean']:.3f}",
+                                         acc=f"{metrics.get('reward/accuracy', float('nan')):.3f}",
+                                         alpha=f"{metrics['alpha']:.2f}")
+                if cfg.eval.every and self.state.step % cfg.eval.every == 0 and self.state.step < cfg.train.steps:
+                    last_eval = self.evaluate(self.state.step)
+                if cfg.train.checkpoint_every and self.state.step % cfg.train.checkpoint_every == 0:
+                    self.save_checkpoint()
+                    saved_at = self.state.step
+            if cfg.train.checkpoint_every and self.state.step and saved_at != self.state.step:
+                self.save_checkpoint()  # the end of the run, resumable with a larger train.steps
+        finally:
             if progress is not None:
-                progress.update(1)
-                progress.set_postfix(reward=f"{metrics['reward/mean']:.3f}",
-                                     acc=f"{metrics.get('reward/accuracy', float('nan')):.3f}",
-                                     alpha=f"{metrics['alpha']:.2f}")
-            if cfg.eval.every and self.state.step % cfg.eval.every == 0 and self.state.step < cfg.train.steps:
-                last_eval = self.evaluate(self.state.step)
-        if progress is not None:
-            progress.close()
+                progress.close()
         last_eval = self.evaluate(self.state.step) if self.evaluator else last_eval
         self.logger.close()
-        return {"before": first_eval, "after": last_eval}
+        return {"before": self.state.first_eval, "after": last_eval}
 
     def save_pretrained(self, out_dir: str | os.PathLike) -> Path | None:
-        """The policy in HF format (loadable by from_pretrained / vLLM), written atomically."""
-        return save_hf(self.learner.module, self.policy.processor, out_dir, self.dist)
+        """The policy in HF format (loadable by from_pretrained / vLLM), written atomically.
+        Every rank must call it (under ZeRO-3 the weights are gathered)."""
+        state_dict = self.learner.full_state_dict() if getattr(self.learner, "zero_stage", 0) == 3 else None
+        return save_hf(self.learner.module, self.policy.processor, out_dir, self.dist, state_dict=state_dict)
 
 
-def save_hf(module: torch.nn.Module, processor, out_dir: str | os.PathLike, dist: Dist) -> Path | None:
+def save_hf(module: torch.nn.Module, processor, out_dir: str | os.PathLike, dist: Dist,
+            state_dict: dict | None = None) -> Path | None:
+    """Rank 0 writes `module` (or `state_dict` into its architecture) and `processor` to
+    `out_dir`, through a temporary folder renamed into place."""
     out = Path(out_dir)
     if not dist.is_main:
         return None
@@ -250,7 +404,7 @@ def save_hf(module: torch.nn.Module, processor, out_dir: str | os.PathLike, dist
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     tmp.chmod(0o755)
     try:
-        module.save_pretrained(tmp)
+        module.save_pretrained(tmp, state_dict=state_dict)
         processor.save_pretrained(tmp)
         if out.exists():
             shutil.rmtree(out)

@@ -1,0 +1,261 @@
+"""Resumable checkpoints: everything a run needs to continue exactly as if never stopped.
+
+A checkpoint is one folder, `<output_dir>/checkpoints/step-NNNNNNNN/`:
+
+    deepspeed/            the DeepSpeed engine state: parameters, optimizer (per-rank partitions
+                          under ZeRO), and the learner's client state (LR schedule, counters)
+    rng/rank-NNNNN.pt     every random state of each rank: Python, NumPy, torch (and CUDA)
+    hf/                   the model config and processor files, so `export_hf` needs nothing else
+    trainer_state.json    step, data position (the mixture's state), draw counters, the
+                          non-finite streak, the metrics file's length; written last
+
+It is written under a temporary name (`.tmp-step-NNNNNNNN`) and renamed into place only when
+every rank has finished writing, so a folder named `step-*` with a `trainer_state.json` is
+always whole: a run killed mid-save leaves a `.tmp-*` folder that the next save clears away and
+`resume: auto` never picks. The newest `keep` checkpoints are kept.
+
+All ranks write into the same folder, so a multi-node run needs `output_dir` on a filesystem
+every node sees (the usual shared storage).
+
+`mm-gpg export CHECKPOINT OUT` (see `export_main`) writes any checkpoint in Hugging Face format,
+for `from_pretrained` or vLLM, on one CPU process.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .distributed import Dist
+
+PREFIX = "step-"
+TMP_PREFIX = ".tmp-step-"
+STATE_FILE = "trainer_state.json"
+ENGINE_TAG = "deepspeed"
+FORMAT_VERSION = 1
+
+
+class NonFiniteError(FloatingPointError, ValueError):
+    """A run stopped because of non-finite values (loss, gradient norm or weights).
+
+    A ValueError too, so that the CLI reports it as one clear line instead of a traceback."""
+
+
+def checkpoint_root(output_dir: str | os.PathLike) -> Path:
+    return Path(output_dir) / "checkpoints"
+
+
+def checkpoint_step(path: Path) -> int | None:
+    name = Path(path).name
+    if not name.startswith(PREFIX) or not name[len(PREFIX):].isdigit():
+        return None
+    return int(name[len(PREFIX):])
+
+
+def complete_checkpoints(root: str | os.PathLike) -> list[Path]:
+    """The whole checkpoints under `root`, oldest first."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir()
+             if p.is_dir() and checkpoint_step(p) is not None and (p / STATE_FILE).is_file()]
+    return sorted(found, key=checkpoint_step)
+
+
+def resolve_resume(resume: str | None, root: str | os.PathLike) -> Path | None:
+    """`train.resume` -> the checkpoint folder to load, or None to start fresh."""
+    if resume is None:
+        return None
+    if resume == "auto":
+        found = complete_checkpoints(root)
+        return found[-1] if found else None
+    path = Path(resume).expanduser()
+    if not (path / STATE_FILE).is_file():
+        if path.is_dir() and complete_checkpoints(path):  # the checkpoints folder itself
+            return complete_checkpoints(path)[-1]
+        raise FileNotFoundError(f"train.resume: {str(path)!r} is not a complete checkpoint (no {STATE_FILE}); "
+                                f"complete ones under {str(root)!r}: "
+                                f"{[p.name for p in complete_checkpoints(root)] or 'none'}")
+    return path
+
+
+# ---------------------------------------------------------------- random states
+
+def capture_rng() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def restore_rng(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+# ---------------------------------------------------------------- save / load
+
+def _fsync_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def weights_finite(learner, dist: Dist) -> bool:
+    """Whether every rank's weights (its partitions under ZeRO-3) are finite."""
+    return dist.max([0.0 if learner.local_params_finite() else 1.0])[0] == 0.0
+
+
+def save_checkpoint(root: str | os.PathLike, step: int, learner, trainer_state: dict, dist: Dist, *,
+                    keep: int = 2, processor=None) -> Path:
+    """Write checkpoint `step` atomically; every rank must call it. Returns the folder.
+
+    Refuses (NonFiniteError, nothing written) when any weight is not finite."""
+    root = Path(root)
+    final, tmp = root / f"{PREFIX}{step:08d}", root / f"{TMP_PREFIX}{step:08d}"
+    if not weights_finite(learner, dist):
+        raise NonFiniteError(f"step {step}: the weights are not finite; refusing to write a checkpoint "
+                             f"(the newest good one stays in place under {root})")
+    if dist.is_main:
+        root.mkdir(parents=True, exist_ok=True)
+        for stale in root.glob(f"{TMP_PREFIX}*"):  # left by a run killed while saving
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp.mkdir()
+    dist.barrier()
+    learner.engine.save_checkpoint(str(tmp), tag=ENGINE_TAG, client_state={"learner": learner.client_state()},
+                                   save_latest=False)
+    (tmp / "rng").mkdir(exist_ok=True)
+    torch.save(capture_rng(), tmp / "rng" / f"rank-{dist.rank:05d}.pt")
+    dist.barrier()
+    if dist.is_main:
+        hf = tmp / "hf"
+        hf.mkdir()
+        module = learner.module
+        module.config.save_pretrained(hf)
+        if getattr(module, "generation_config", None) is not None:
+            module.generation_config.save_pretrained(hf)
+        if processor is not None:
+            processor.save_pretrained(hf)
+        state = {"format": FORMAT_VERSION, "step": step, "world_size": dist.world_size,
+                 "zero_stage": learner.zero_stage, "saved_at": time.time(), **trainer_state}
+        _fsync_write(tmp / STATE_FILE, json.dumps(state, indent=1, sort_keys=True) + "\n")
+        _fsync_dir(tmp)
+        if final.exists():  # the same step again (a run resumed from an older checkpoint)
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _fsync_dir(root)
+        if keep:
+            for old in complete_checkpoints(root)[:-keep]:
+                shutil.rmtree(old, ignore_errors=True)
+    dist.barrier()
+    return final
+
+
+def read_state(path: str | os.PathLike) -> dict:
+    return json.loads((Path(path) / STATE_FILE).read_text())
+
+
+def load_checkpoint(path: str | os.PathLike, learner, dist: Dist) -> dict:
+    """Load the engine and learner state on every rank; returns the trainer state with this
+    rank's random states under "rng" (restore them with `restore_rng` right before training)."""
+    path = Path(path)
+    state = read_state(path)
+    if state.get("world_size") != dist.world_size:
+        raise ValueError(f"checkpoint {str(path)!r} was written by {state.get('world_size')} processes; resume it "
+                         f"with the same number (this run has {dist.world_size}), or export it "
+                         f"(mm-gpg export) and start a new run from the exported model")
+    if state.get("zero_stage") != learner.zero_stage:
+        raise ValueError(f"checkpoint {str(path)!r} was written with train.zero_stage={state.get('zero_stage')}; "
+                         f"this run has {learner.zero_stage}")
+    load_path, client = learner.engine.load_checkpoint(str(path), tag=ENGINE_TAG, load_optimizer_states=True,
+                                                       load_lr_scheduler_states=False)
+    if load_path is None:
+        raise FileNotFoundError(f"checkpoint {str(path)!r}: DeepSpeed found no engine state under {ENGINE_TAG}/")
+    learner.load_client_state(client["learner"])
+    rng_file = path / "rng" / f"rank-{dist.rank:05d}.pt"
+    state["rng"] = torch.load(rng_file, weights_only=False)
+    return state
+
+
+# ---------------------------------------------------------------- HF export
+
+def _engine_state_dict(path: Path, zero_stage: int) -> dict[str, torch.Tensor]:
+    engine_dir = path / ENGINE_TAG
+    if zero_stage == 0:
+        model_states = engine_dir / "mp_rank_00_model_states.pt"
+        return torch.load(model_states, map_location="cpu", weights_only=False)["module"]
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+    return get_fp32_state_dict_from_zero_checkpoint(str(path), tag=ENGINE_TAG)
+
+
+def export_hf(checkpoint: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+    """Write checkpoint `checkpoint` as a Hugging Face model folder (one process, CPU is fine).
+
+    ZeRO checkpoints are consolidated from their fp32 partitions."""
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+
+    from .trainer import save_hf
+
+    path = Path(checkpoint)
+    state = read_state(path)
+    config = AutoConfig.from_pretrained(path / "hf")
+    dtype = getattr(config, "torch_dtype", None) or getattr(config, "dtype", None) or torch.float32
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    model = AutoModelForImageTextToText.from_config(config, torch_dtype=dtype)
+    weights = _engine_state_dict(path, int(state["zero_stage"]))
+    result = model.load_state_dict({k: v.to(dtype) if v.is_floating_point() else v for k, v in weights.items()},
+                                   strict=False)
+    tied = set(getattr(model, "_tied_weights_keys", None) or [])
+    missing = [k for k in result.missing_keys if k not in tied and not any(k.endswith(t) for t in tied)]
+    if missing or result.unexpected_keys:
+        raise ValueError(f"checkpoint {str(path)!r} does not match its model config: missing {missing[:5]}, "
+                         f"unexpected {result.unexpected_keys[:5]}")
+    model.tie_weights()
+    processor = AutoProcessor.from_pretrained(path / "hf")
+    return save_hf(model, processor, out_dir, Dist(0, 1))
+
+
+def export_main(argv: list[str]) -> int:
+    """`mm-gpg export CHECKPOINT OUT`: a checkpoint folder (or a run's checkpoints folder, for
+    its newest) to a Hugging Face model folder."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="mm-gpg export", description=export_main.__doc__)
+    parser.add_argument("checkpoint", help="checkpoints/step-NNNNNNNN, or a checkpoints folder (newest)")
+    parser.add_argument("out", help="output folder (replaced atomically)")
+    args = parser.parse_args(argv)
+    from .distributed import configure_environment
+    configure_environment()
+    path = resolve_resume(args.checkpoint, args.checkpoint)
+    if path is None:
+        raise FileNotFoundError(f"{args.checkpoint!r}: no complete checkpoint there")
+    started = time.perf_counter()
+    out = export_hf(path, args.out)
+    print(f"exported {path} to {out} in {time.perf_counter() - started:.1f} s")
+    return 0
