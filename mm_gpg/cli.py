@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -32,6 +33,7 @@ def train_command(args) -> int:
     configure_environment()
     from data_prep.registry import load_source
     from eval.heldout import HeldoutEvaluator
+    from eval.suite import SuiteEvaluator, chain_evaluators
     from mm_gpg.distributed import init_distributed
     from mm_gpg.learner import Learner
     from mm_gpg.policy import load_policy
@@ -77,12 +79,20 @@ def train_command(args) -> int:
     heldout = [s for entry in config.data.heldout
                for s in load_source(entry["source"], **entry.get("options", {}))]
     with build_scorer(config.rewards, timeout_s=config.reward_timeout_s,
-                      num_workers=config.reward_workers) as scorer:
+                      num_workers=config.reward_workers) as scorer, contextlib.ExitStack() as stack:
         d = config.data
         evaluator = HeldoutEvaluator(heldout, policy.processor, scorer, prompt_style=d.prompt_style,
                                      min_pixels=d.min_pixels, max_pixels=d.max_pixels,
                                      max_new_tokens=config.eval.max_new_tokens, dist=dist,
                                      system_prompt=d.system_prompt)
+        if config.eval.suite:
+            e = config.eval
+            suite = stack.enter_context(SuiteEvaluator(
+                e.suite, policy.processor, dist=dist, seed=config.train.seed, limit=e.suite_limit,
+                data_root=e.suite_data_root, overrides=e.suite_overrides,
+                reward_timeout_s=config.reward_timeout_s, reward_workers=config.reward_workers,
+                output_dir=str(Path(config.output_dir) / "eval_suite"), log=say))
+            evaluator = chain_evaluators(evaluator, suite)
         trainer = Trainer(config, policy, engine, learner, scorer, dist, evaluator)
         say(f"training {config.algorithm.name} for {t.steps} steps: {t.prompts_per_step} prompts x "
             f"{config.rollout.group_size} samples per step, {dist.world_size} process(es); "

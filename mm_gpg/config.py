@@ -143,6 +143,14 @@ class EvalConfig:
     """Evaluate the starting policy, so the log shows before and after."""
     max_new_tokens: int = 32
     """Completion cap for evaluation (greedy)."""
+    suite: str | None = None
+    """An eval suite (name such as `synthetic` or a YAML path) run with the held-out set."""
+    suite_limit: int | None = 50
+    """Samples per benchmark of the suite during training."""
+    suite_data_root: str | None = None
+    """Folder holding local copies of the suite's benchmarks (`DIR/<name>`)."""
+    suite_overrides: list = field(default_factory=list)
+    """Suite edits as KEY=VALUE strings (as `mm-gpg eval --set`)."""
 
 
 @dataclass
