@@ -1,0 +1,126 @@
+"""A training run killed with SIGKILL at a random step and resumed (`train.resume: auto`) writes
+the same metrics JSONL as an uninterrupted run, step for step and bit for bit, and ends with the
+same weights. Both are 2-process `mm-gpg train` jobs (torchrun, gloo, this CPU) under ZeRO-1, so
+each rank's optimizer partition and random states go through the checkpoint.
+
+Compared: every field of every record except the wall-clock ones (`time/*`, `throughput/*`),
+which are left in the file and skipped by the comparison.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMING = ("time/", "throughput/")
+
+REWARD = '''import zlib
+
+
+def reward(response, sample):
+    """Deterministic, varied, model-independent: 1 for about a quarter of the texts."""
+    return float(zlib.crc32(response.encode()) % 4 == 0)
+'''
+
+
+def _config(tmp_path: Path, model_dir) -> Path:
+    (tmp_path / "reward.py").write_text(REWARD)
+    config = {
+        "model": {"path": str(model_dir)},
+        "data": {"train": [{"source": "synthetic", "options": {"split": "train", "size": 200}}],
+                 "heldout": [{"source": "synthetic", "options": {"split": "heldout", "size": 2}}]},
+        "rollout": {"group_size": 4, "max_new_tokens": 8},
+        "algorithm": {"min_valid_fraction": 0.75, "max_extra_draws": 1},
+        "rewards": [{"fn": f"{tmp_path / 'reward.py'}:reward", "weight": 1.0, "component": "accuracy"}],
+        "reward_workers": 0,
+        "train": {"steps": 6, "prompts_per_step": 4, "micro_batch_groups": 1, "lr": 1.0e-3, "warmup_steps": 2,
+                  "zero_stage": 1, "checkpoint_every": 2, "keep_checkpoints": 2, "resume": "auto"},
+        "eval": {"every": 3, "max_new_tokens": 8},
+        "progress": False,
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _command(config: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+            "-m", "mm_gpg.cli", "train", "--config", str(config), f"output_dir={out}"]
+
+
+def _env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu"}
+
+
+def _run(config: Path, out: Path) -> str:
+    proc = subprocess.run(_command(config, out), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-8000:]
+    return proc.stdout
+
+
+def _records(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def _run_and_kill(config: Path, out: Path, kill_after_step: int) -> int:
+    """Start the run, SIGKILL its whole process group once step `kill_after_step` is logged;
+    returns the last step logged before the kill."""
+    proc = subprocess.Popen(_command(config, out), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    metrics, deadline = out / "metrics.jsonl", time.monotonic() + 600
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"the run ended before step {kill_after_step}: {proc.stderr.read()[-4000:]}")
+            steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()
+                     if line.endswith("}")] if metrics.exists() else []
+            if steps and max(steps) >= kill_after_step:
+                break
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    return max(steps)
+
+
+def test_sigkill_at_a_random_step_then_resume_gives_the_uninterrupted_run(tiny_model_dir, tmp_path):
+    from safetensors.torch import load_file
+    config = _config(tmp_path, tiny_model_dir)
+    kill_after = random.randint(2, 5)
+
+    _run(config, tmp_path / "whole")
+    killed_at = _run_and_kill(config, tmp_path / "resumed", kill_after)
+    out = _run(config, tmp_path / "resumed")
+    where = f"(killed after step {killed_at}, aimed at {kill_after})"
+
+    whole, resumed = _records(tmp_path / "whole"), _records(tmp_path / "resumed")
+    assert [r["step"] for r in whole] == [0, 1, 2, 3, 3, 4, 5, 6, 6]  # evals at 0, 3 and the end
+    assert len(resumed) == len(whole), where
+    for a, b in zip(whole, resumed):
+        a = {k: v for k, v in a.items() if not k.startswith(TIMING)}
+        b = {k: v for k, v in b.items() if not k.startswith(TIMING)}
+        assert a == b, f"step {a['step']} differs {where}: " + str(
+            {k: (a.get(k), b.get(k)) for k in set(a) | set(b) if a.get(k) != b.get(k)})
+    assert any(r.get("loss") for r in whole) and len({r.get("loss") for r in whole}) > 3  # it did train
+
+    resumed_from = [line for line in out.splitlines() if line.startswith("resumed from")]
+    if killed_at >= 3:  # a whole checkpoint (step 2) existed before the kill
+        assert resumed_from, f"no checkpoint was resumed {where}"
+    ckpts = sorted(p.name for p in (tmp_path / "resumed" / "checkpoints").iterdir())
+    assert ckpts == ["step-00000004", "step-00000006"], ckpts  # the last 2 kept, no temp folder left
+
+    a = load_file(tmp_path / "whole" / "final" / "model.safetensors")
+    b = load_file(tmp_path / "resumed" / "final" / "model.safetensors")
+    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
