@@ -115,6 +115,13 @@ def test_a_checkpoint_is_never_written_from_non_finite_weights(tiny_model_dir, d
     root = tmp_path / "checkpoints"
     assert [p.name for p in complete_checkpoints(root)] == ["step-00000001"]
     listing = sorted(p.name for p in root.iterdir())
+    # (the good checkpoint exports to exactly the live weights: `mm-gpg export`, ZeRO stage 0)
+    from safetensors.torch import load_file
+    from mm_gpg.cli import main
+    assert main(["export", str(root / "step-00000001"), str(tmp_path / "hf")]) == 0
+    trainer.save_pretrained(tmp_path / "live")
+    exported, live = (load_file(tmp_path / d / "model.safetensors") for d in ("hf", "live"))
+    assert exported.keys() == live.keys() and all(torch.equal(v, live[k]) for k, v in exported.items())
     with torch.no_grad():
         next(trainer.learner.module.parameters())[0].fill_(float("nan"))
     trainer.state.step = 2

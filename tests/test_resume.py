@@ -124,3 +124,10 @@ def test_sigkill_at_a_random_step_then_resume_gives_the_uninterrupted_run(tiny_m
     a = load_file(tmp_path / "whole" / "final" / "model.safetensors")
     b = load_file(tmp_path / "resumed" / "final" / "model.safetensors")
     assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+
+    # `mm-gpg export` consolidates the ZeRO-1 checkpoint (fp32 partitions of both ranks) into the
+    # same weights as the final model
+    from mm_gpg.cli import main
+    assert main(["export", str(tmp_path / "resumed" / "checkpoints"), str(tmp_path / "exported")]) == 0
+    c = load_file(tmp_path / "exported" / "model.safetensors")
+    assert c.keys() == a.keys() and all(a[k].equal(c[k]) for k in a)
