@@ -84,7 +84,9 @@ def train_command(args) -> int:
         evaluator = HeldoutEvaluator(heldout, policy.processor, scorer, prompt_style=d.prompt_style,
                                      min_pixels=d.min_pixels, max_pixels=d.max_pixels,
                                      max_new_tokens=config.eval.max_new_tokens, dist=dist,
-                                     system_prompt=d.system_prompt)
+                                     system_prompt=d.system_prompt, temperature=config.eval.temperature,
+                                     samples=config.eval.samples, seed=config.train.seed)
+        evaluator_mode = evaluator.description
         if config.eval.suite:
             e = config.eval
             suite = stack.enter_context(SuiteEvaluator(
@@ -104,13 +106,15 @@ def train_command(args) -> int:
     after = results["after"].get("heldout/accuracy")
     if dist.is_main:
         summary = {"heldout_accuracy_before": before, "heldout_accuracy_after": after,
-                   "heldout_n": results["after"].get("heldout/n"), "wall_time_s": round(wall, 1),
-                   "final_model": str(final)}
-        summary.update({k: v for k, v in results["after"].items() if k.endswith("/accuracy")})
+                   "heldout_mode": evaluator_mode, "heldout_n": results["after"].get("heldout/n"),
+                   "wall_time_s": round(wall, 1), "final_model": str(final),
+                   "before": results["before"], "after": results["after"]}
         Path(config.output_dir, "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         if before is not None and after is not None:
-            say(f"held-out accuracy on {int(summary['heldout_n'])} problems: before {before:.3f}  "
-                f"after {after:.3f}  ({100 * (after - before):+.1f} points)")
+            say(f"held-out accuracy ({evaluator_mode}) on {int(summary['heldout_n'])} problems: "
+                f"before {before:.3f}  after {after:.3f}  ({100 * (after - before):+.1f} points)")
+            for key in sorted(k for k in results["after"] if k.endswith("/accuracy") and k != "heldout/accuracy"):
+                say(f"  {key}: {results['before'].get(key, float('nan')):.3f} -> {results['after'][key]:.3f}")
         say(f"wall time {wall:.0f} s; model saved to {final}")
     return 0
 

@@ -142,7 +142,11 @@ class EvalConfig:
     before_training: bool = True
     """Evaluate the starting policy, so the log shows before and after."""
     max_new_tokens: int = 32
-    """Completion cap for evaluation (greedy)."""
+    """Completion cap for evaluation."""
+    temperature: float = 0.0
+    """0: greedy answers. > 0: sample `samples` answers per problem and report mean accuracy."""
+    samples: int = 1
+    """Answers sampled per held-out problem when temperature > 0 (mean@k and pass@k)."""
     suite: str | None = None
     """An eval suite (name such as `synthetic` or a YAML path) run with the held-out set."""
     suite_limit: int | None = 50
