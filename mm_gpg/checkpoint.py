@@ -224,10 +224,10 @@ def export_hf(checkpoint: str | os.PathLike, out_dir: str | os.PathLike) -> Path
     path = Path(checkpoint)
     state = read_state(path)
     config = AutoConfig.from_pretrained(path / "hf")
-    dtype = getattr(config, "torch_dtype", None) or getattr(config, "dtype", None) or torch.float32
+    dtype = getattr(config, "dtype", None) or torch.float32
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
-    model = AutoModelForImageTextToText.from_config(config, torch_dtype=dtype)
+    model = AutoModelForImageTextToText.from_config(config, dtype=dtype)
     weights = _engine_state_dict(path, int(state["zero_stage"]))
     result = model.load_state_dict({k: v.to(dtype) if v.is_floating_point() else v for k, v in weights.items()},
                                    strict=False)

@@ -192,11 +192,20 @@ class Trainer:
         self.checkpoints = checkpoint_root(config.output_dir)
         self.resumed_from: Path | None = None
         self._rng_to_restore = None
-        # Rank 0 picks the checkpoint, so that every rank loads the same one.
-        resume = dist.broadcast_object(resolve_resume(config.train.resume, self.checkpoints) if dist.is_main
-                                       else None)
+        # Rank 0 picks the checkpoint, so that every rank loads the same one (or fails alike).
+        choice: tuple = (None, None)
+        if dist.is_main:
+            try:
+                choice = (resolve_resume(config.train.resume, self.checkpoints), None)
+            except FileNotFoundError as exc:
+                choice = (None, str(exc))
+        resume, error = dist.broadcast_object(choice)
+        if error is not None:
+            raise FileNotFoundError(error)
         if resume is not None:
             self._resume(Path(resume))
+        elif config.train.resume == "auto":
+            self._truncate_metrics(0)  # a run killed before its first checkpoint starts over
         self.logger = logger or MetricsLogger(config.output_dir, enabled=dist.is_main)
 
     # ------------------------------------------------------------ checkpoints
@@ -231,16 +240,17 @@ class Trainer:
                                 nonfinite_steps=list(t["nonfinite_steps"]), first_eval=dict(t["first_eval"]))
         self.mixture.load_state_dict(state["mixture"])
         self._rng_to_restore = state["rng"]
-        metrics_path = Path(self.config.output_dir) / "metrics.jsonl"
-        if self.dist.is_main and metrics_path.exists():
-            # Records written after the checkpoint (by the run that was stopped) are written again.
-            size = metrics_path.stat().st_size
-            if size > state["metrics_bytes"]:
-                with open(metrics_path, "r+b") as f:
-                    f.truncate(state["metrics_bytes"])
-        self.dist.barrier()
+        # Records written after the checkpoint (by the run that was stopped) are written again.
+        self._truncate_metrics(state["metrics_bytes"])
         self.resumed_from = path
         self._say(f"resumed from {path} (step {self.state.step}) in {time.perf_counter() - started:.2f} s")
+
+    def _truncate_metrics(self, size: int) -> None:
+        path = Path(self.config.output_dir) / "metrics.jsonl"
+        if self.dist.is_main and path.exists() and path.stat().st_size > size:
+            with open(path, "r+b") as f:
+                f.truncate(size)
+        self.dist.barrier()
 
     # ------------------------------------------------------------ one step
 

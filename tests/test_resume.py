@@ -131,3 +131,21 @@ def test_sigkill_at_a_random_step_then_resume_gives_the_uninterrupted_run(tiny_m
     assert main(["export", str(tmp_path / "resumed" / "checkpoints"), str(tmp_path / "exported")]) == 0
     c = load_file(tmp_path / "exported" / "model.safetensors")
     assert c.keys() == a.keys() and all(a[k].equal(c[k]) for k in a)
+
+
+def test_resume_picks_the_newest_whole_checkpoint_and_names_a_bad_path(tmp_path):
+    """auto: the newest folder with its trainer_state.json (a temp folder or one without the
+    state file is a half-written checkpoint); none: start fresh; a bad path: a clear error."""
+    from mm_gpg.checkpoint import STATE_FILE, resolve_resume
+    root = tmp_path / "checkpoints"
+    assert resolve_resume("auto", root) is None and resolve_resume(None, root) is None
+    for name, whole in (("step-00000002", True), ("step-00000004", True), ("step-00000006", False),
+                        (".tmp-step-00000008", True)):
+        (root / name).mkdir(parents=True)
+        if whole:
+            (root / name / STATE_FILE).write_text("{}")
+    assert resolve_resume("auto", root) == root / "step-00000004"
+    assert resolve_resume(str(root / "step-00000002"), root) == root / "step-00000002"
+    assert resolve_resume(str(root), root) == root / "step-00000004"  # a checkpoints folder: its newest
+    with pytest.raises(FileNotFoundError, match=r"step-00000006.*not a complete checkpoint.*step-00000004"):
+        resolve_resume(str(root / "step-00000006"), root)
