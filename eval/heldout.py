@@ -20,13 +20,14 @@ class HeldoutEvaluator:
 
     def __init__(self, samples: list, processor, scorer, *, prompt_style: str, min_pixels: int,
                  max_pixels: int, max_new_tokens: int, dist: Dist, system_prompt: str | None = None,
-                 prefix: str = "heldout", temperature: float = 0.0, samples: int = 1, seed: int = 0):
+                 prefix: str = "heldout", temperature: float = 0.0, samples_per_problem: int = 1,
+                 seed: int = 0):
         mine = samples[dist.rank::dist.world_size]
         self.prompts = encode_prompts(processor, mine, prompt_style, min_pixels, max_pixels, system_prompt)
         self.tasks = sorted({s.task for s in samples})
         self.scorer, self.dist, self.prefix = scorer, dist, prefix
         greedy = temperature <= 0
-        self.n = 1 if greedy else samples
+        self.n = 1 if greedy else samples_per_problem
         self.sampling = SamplingParams(greedy=greedy, temperature=temperature if not greedy else 1.0,
                                        max_new_tokens=max_new_tokens, seed=seed + dist.rank)
         self.n_total = len(samples)

@@ -85,7 +85,7 @@ def train_command(args) -> int:
                                      min_pixels=d.min_pixels, max_pixels=d.max_pixels,
                                      max_new_tokens=config.eval.max_new_tokens, dist=dist,
                                      system_prompt=d.system_prompt, temperature=config.eval.temperature,
-                                     samples=config.eval.samples, seed=config.train.seed)
+                                     samples_per_problem=config.eval.samples, seed=config.train.seed)
         evaluator_mode = evaluator.description
         if config.eval.suite:
             e = config.eval
