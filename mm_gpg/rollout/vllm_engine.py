@@ -156,6 +156,8 @@ class VLLMRolloutEngine(RolloutEngine):
                           data_parallel_size=torch.distributed.get_world_size())
         kwargs.update(engine_kwargs or {})
 
+        # The learner's process group, when there is one, is shared with vLLM (see `close`).
+        self._shares_process_group = torch.distributed.is_available() and torch.distributed.is_initialized()
         threads, set_threads = torch.get_num_threads(), torch.set_num_threads
         if self.on_cpu and "OMP_NUM_THREADS" not in os.environ:
             # The in-process CPU worker would drop this process (and so the learner) to one thread.
@@ -275,13 +277,20 @@ class VLLMRolloutEngine(RolloutEngine):
         return groups
 
     def close(self) -> None:
+        """Free the engine. vLLM's shutdown also destroys torch's default process group; when that
+        group is the learner's (created before the engine), it is kept."""
         llm = self.__dict__.pop("llm", None)
         if llm is None:
             return
-        engine_core = getattr(llm.llm_engine, "engine_core", None)
-        if engine_core is not None and hasattr(engine_core, "shutdown"):
-            engine_core.shutdown()
-        del llm
+        client = llm.llm_engine.engine_core
+        destroy = torch.distributed.destroy_process_group
+        if self._shares_process_group:
+            torch.distributed.destroy_process_group = lambda *args, **kwargs: None
+        try:
+            client.shutdown()
+        finally:
+            torch.distributed.destroy_process_group = destroy
+        del llm, client
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
