@@ -83,6 +83,6 @@ def test_unreadable_image_names_the_record(tmp_path, tiny_model_dir):
                      data, cwd=tmp_path)
     assert result.returncode == 2, result.stderr[-2000:]
     line = last_line(result.stderr)
-    assert line.startswith("mm-gpg: error: ") and "q17" in line and "cannot read image" in line
+    assert line.startswith("mm-gpg: error: ") and "q17" in line and "unreadable image" in line
     assert not (tmp_path / "run" / "final").exists()
     assert not (tmp_path / "run" / "summary.json").exists()
