@@ -1,17 +1,16 @@
-"""The README section "Add a verifier" (rewards/README_SECTION.md): its example and its test
-template run as written."""
+"""The README section "Add a verifier": its example and its test template run as written."""
 import importlib.util
 import os
 import re
 
 from rewards.scorer import resolve_specs
 
-SECTION = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "rewards",
-                       "README_SECTION.md")
+README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
 
 
 def test_readme_example_and_template_run(tmp_path, monkeypatch):
-    text = open(SECTION, encoding="utf-8").read()
+    readme = open(README, encoding="utf-8").read()
+    text = readme.split("\n## Add a verifier\n", 1)[1].split("\n## ", 1)[0]
     example, template = re.findall(r"```python\n(.*?)```", text, re.S)
     assert len(example.strip().splitlines()) <= 12  # "a complete ten-line example"
     (tmp_path / "my_rewards").mkdir()
