@@ -31,7 +31,7 @@ from .registry import MODES, accepts_mode, get_verifier, load_callable, verifier
 from .result import RewardResult
 
 SPEC_KEYS = ("name", "fn", "weight", "mode", "component")
-STARTUP_TIMEOUT_S = 120.0
+STARTUP_TIMEOUT_S = 600.0  # generous: a loaded 2-core machine can take minutes to import sympy
 CHUNKS_PER_WORKER = 2
 
 
