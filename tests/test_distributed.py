@@ -30,7 +30,7 @@ TIMING = ("time/", "throughput/")  # wall-clock fields: never compared
 
 # ---------------------------------------------------------------- shared by the test process and the jobs
 
-def run_job(scenario: str, model_dir, out_dir, nproc: int = 2, timeout: int = 300, extra_env=None) -> dict:
+def run_job(scenario: str, model_dir, out_dir, nproc: int = 2, timeout: int = 1200, extra_env=None) -> dict:
     """Run `scenario` as an `nproc`-process torchrun job; return rank 0's results."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
