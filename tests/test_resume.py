@@ -62,7 +62,7 @@ def _env() -> dict:
 
 
 def _run(config: Path, out: Path) -> str:
-    proc = subprocess.run(_command(config, out), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(_command(config, out), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-8000:]
     return proc.stdout
 
@@ -76,7 +76,7 @@ def _run_and_kill(config: Path, out: Path, kill_after_step: int) -> int:
     returns the last step logged before the kill."""
     proc = subprocess.Popen(_command(config, out), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
-    metrics, deadline = out / "metrics.jsonl", time.monotonic() + 600
+    metrics, deadline = out / "metrics.jsonl", time.monotonic() + 1200
     try:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
