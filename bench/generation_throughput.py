@@ -9,19 +9,24 @@ config's warm-started checkpoint when the default run has cached it, else the co
 `model.path` (built as the embedded tiny Qwen2-VL when missing): a warm-started model writes
 answers of realistic length and stops; the untrained one runs every completion to the cap.
 
-Two workloads, each timed over `--calls` calls after one warm-up call, per engine:
+Two workloads, each timed over `--calls` calls per engine after one warm-up call, the two engines
+alternating call by call (so that the machine's other load falls on both alike):
 - rollout: the config's training call, `prompts_per_step` prompts x `group_size` samples at its
   temperature and `max_new_tokens`;
-- eval: greedy, one answer per held-out prompt, `eval.max_new_tokens`.
-Prints generated tokens/s (tokens of the returned completions, end-of-turn included), completions/s
-and vllm/hf ratios. Not a pass/fail test; the machine's other load moves the numbers.
+- eval: the held-out evaluation's call (`eval.temperature`, `eval.samples`, `eval.max_new_tokens`)
+  on `--eval-prompts` held-out prompts.
+Prints the median generated tokens/s (tokens of the returned completions, end-of-turn included)
+with the range over calls, completions/s and the vllm/hf ratio, and the load average. Not a
+pass/fail test; the machine's other load moves the numbers.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -50,19 +55,11 @@ def pick_model(config, explicit: str | None) -> str:
     return str(path)
 
 
-def time_engine(engine, prompts, n, sampling, calls: int) -> dict:
-    from dataclasses import replace
-
-    engine.generate(prompts, n, replace(sampling, seed=10_000))  # warm-up
-    tokens = completions = 0
+def one_call(engine, prompts, n, sampling) -> tuple[int, int, float]:
     started = time.perf_counter()
-    for call in range(calls):
-        groups = engine.generate(prompts, n, replace(sampling, seed=call))
-        tokens += sum(len(c.token_ids) for g in groups for c in g)
-        completions += sum(len(g) for g in groups)
+    groups = engine.generate(prompts, n, sampling)
     wall = time.perf_counter() - started
-    return {"tokens_per_s": tokens / wall, "completions_per_s": completions / wall,
-            "mean_length": tokens / completions, "wall_s": wall}
+    return sum(len(c.token_ids) for g in groups for c in g), sum(len(g) for g in groups), wall
 
 
 def main(argv=None) -> int:
@@ -71,7 +68,7 @@ def main(argv=None) -> int:
     parser.add_argument("--model", help="checkpoint directory (default: see the module docstring)")
     parser.add_argument("--calls", type=int, default=3, help="timed calls per engine and workload")
     parser.add_argument("--prompts", type=int, help="rollout prompts per call (default: train.prompts_per_step)")
-    parser.add_argument("--eval-prompts", type=int, default=60, help="greedy eval prompts per call")
+    parser.add_argument("--eval-prompts", type=int, default=60, help="held-out prompts per eval call")
     args = parser.parse_args(argv)
 
     os.chdir(REPO)  # the config's relative paths (runs/...) are relative to the repository
@@ -91,39 +88,59 @@ def main(argv=None) -> int:
     policy = load_policy(model, config.model.dtype)
     d, r = config.data, config.rollout
     n_rollout = args.prompts or config.train.prompts_per_step
-    train = load_source("synthetic", split="train", size=max(n_rollout, 64), seed=config.train.seed)
-    heldout = load_source("synthetic", split="heldout", size=max(1, args.eval_prompts // 3 + 1))
-    rollout_prompts = encode_prompts(policy.processor, [train[i] for i in range(n_rollout)], d.prompt_style,
+    e = config.eval
+    train_entry, heldout_entry = config.data.train[0], config.data.heldout[0]
+    train = load_source(train_entry["source"], **{**train_entry.get("options", {}), "size": max(n_rollout, 64)})
+    heldout = load_source(heldout_entry["source"], **{**heldout_entry.get("options", {}), "size": args.eval_prompts})
+    def spread(samples, n):  # evenly over the source, so every task is in
+        return [samples[i * len(samples) // n] for i in range(min(n, len(samples)))]
+
+    rollout_prompts = encode_prompts(policy.processor, spread(train, n_rollout), d.prompt_style,
                                      d.min_pixels, d.max_pixels, d.system_prompt)
-    eval_prompts = encode_prompts(policy.processor, [heldout[i] for i in range(args.eval_prompts)],
+    eval_prompts = encode_prompts(policy.processor, spread(heldout, args.eval_prompts),
                                   d.prompt_style, d.min_pixels, d.max_pixels, d.system_prompt)
+    greedy = e.temperature <= 0
+    eval_sampling = SamplingParams(greedy=greedy, temperature=1.0 if greedy else e.temperature,
+                                   max_new_tokens=e.max_new_tokens)
+    eval_n = 1 if greedy else e.samples
     workloads = {
         f"rollout ({n_rollout} prompts x {r.group_size}, T={r.temperature}, max {r.max_new_tokens} tokens)":
             (rollout_prompts, r.group_size, SamplingParams(temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
                                                            max_new_tokens=r.max_new_tokens)),
-        f"eval ({args.eval_prompts} prompts, greedy, max {config.eval.max_new_tokens} tokens)":
-            (eval_prompts, 1, SamplingParams(greedy=True, max_new_tokens=config.eval.max_new_tokens)),
+        f"eval ({len(eval_prompts)} prompts x {eval_n}, {'greedy' if greedy else f'T={e.temperature}'}, "
+        f"max {e.max_new_tokens} tokens)": (eval_prompts, eval_n, eval_sampling),
     }
     print(f"model {model} ({config.model.dtype}); torch threads {torch.get_num_threads()}; "
-          f"{args.calls} timed calls per row")
-    results = {}
+          f"load average {os.getloadavg()[0]:.1f}; {args.calls} timed calls per row, the engines alternating")
+    engines = {}
     for name in ("hf", "vllm"):
         started = time.perf_counter()
-        engine = build_engine(name, policy=policy, max_prompts_per_call=r.max_prompts_per_call,
-                              **(r.vllm if name == "vllm" else {}))
+        engines[name] = build_engine(name, policy=policy, max_prompts_per_call=r.max_prompts_per_call,
+                                     **(r.vllm if name == "vllm" else {}))
         print(f"{name}: engine ready in {time.perf_counter() - started:.1f} s")
-        for workload, (prompts, n, sampling) in workloads.items():
-            results[name, workload] = time_engine(engine, prompts, n, sampling, args.calls)
+    calls = {key: [] for key in ((name, w) for name in engines for w in workloads)}
+    for workload, (prompts, n, sampling) in workloads.items():
+        for name, engine in engines.items():  # warm-up
+            one_call(engine, prompts, n, replace(sampling, seed=10_000))
+        for call in range(args.calls):
+            for name, engine in engines.items():
+                calls[name, workload].append(one_call(engine, prompts, n, replace(sampling, seed=call)))
+    for engine in engines.values():
         engine.close()
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
     print()
-    print(f"{'workload':<62} {'engine':<6} {'tokens/s':>9} {'compl/s':>8} {'mean len':>8}")
+    print(f"{'workload':<62} {'engine':<6} {'tokens/s':>9} {'(min-max)':>15} {'compl/s':>8} {'mean len':>8}")
     for workload in workloads:
-        for name in ("hf", "vllm"):
-            m = results[name, workload]
-            print(f"{workload:<62} {name:<6} {m['tokens_per_s']:>9.1f} {m['completions_per_s']:>8.2f} "
-                  f"{m['mean_length']:>8.1f}")
-        ratio = results["vllm", workload]["tokens_per_s"] / results["hf", workload]["tokens_per_s"]
-        print(f"{'':<62} vllm/hf tokens/s: {ratio:.2f}x")
+        median = {}
+        for name in engines:
+            rows = calls[name, workload]
+            rates = sorted(t / w for t, _, w in rows)
+            median[name] = statistics.median(rates)
+            completions = statistics.median(c / w for _, c, w in rows)
+            mean_len = sum(t for t, _, _ in rows) / sum(c for _, c, _ in rows)
+            print(f"{workload:<62} {name:<6} {median[name]:>9.1f} {f'({rates[0]:.0f}-{rates[-1]:.0f})':>15} "
+                  f"{completions:>8.2f} {mean_len:>8.1f}")
+        print(f"{'':<62} vllm/hf tokens/s (medians): {median['vllm'] / median['hf']:.2f}x")
     return 0
 
 

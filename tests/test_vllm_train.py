@@ -124,7 +124,9 @@ def _instrumented_main(argv: list[str]) -> int:
         seen["weights_moved"] = max((p.detach() - start[n]).abs().max().item() for n, p in module.named_parameters())
         seen["engine"] = type(self.engine).__name__
         llm = getattr(self.engine, "llm", None)
-        seen["engine_model"] = llm.llm_engine.model_config.model if llm is not None else None
+        if llm is None:  # the hf engine: generates with the learner's module, nothing to compare
+            return out
+        seen["engine_model"] = llm.llm_engine.model_config.model
         d = self.config.data
         samples = load_source("synthetic", split="train", size=8, seed=99)
         prompts = encode_prompts(self.policy.processor, [samples[i] for i in range(4)], d.prompt_style,
@@ -136,7 +138,7 @@ def _instrumented_main(argv: list[str]) -> int:
         mask = batch["completion_mask"].bool()
         got = torch.zeros_like(reference)
         for i, c in enumerate(c for g in groups for c in g):
-            got[i, :len(c.logprobs)] = torch.tensor(c.logprobs or [0.0] * len(c.token_ids))
+            got[i, :len(c.logprobs)] = torch.tensor(c.logprobs)
         gap = (reference - got).abs() * mask
         seen["first_token_gap"], seen["max_gap"] = gap[:, 0].max().item(), gap.max().item()
         # closing the engine leaves the learner's process group alone
