@@ -205,8 +205,10 @@ def load_checkpoint(path: str | os.PathLike, learner, dist: Dist) -> dict:
 # ---------------------------------------------------------------- HF export
 
 def _engine_state_dict(path: Path, zero_stage: int) -> dict[str, torch.Tensor]:
+    """The module's weights: whole in the model-states file up to ZeRO-2 (frozen ones included);
+    under ZeRO-3 consolidated from every rank's partitions."""
     engine_dir = path / ENGINE_TAG
-    if zero_stage == 0:
+    if zero_stage < 3:
         model_states = engine_dir / "mp_rank_00_model_states.pt"
         return torch.load(model_states, map_location="cpu", weights_only=False)["module"]
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
@@ -216,7 +218,7 @@ def _engine_state_dict(path: Path, zero_stage: int) -> dict[str, torch.Tensor]:
 def export_hf(checkpoint: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
     """Write checkpoint `checkpoint` as a Hugging Face model folder (one process, CPU is fine).
 
-    ZeRO checkpoints are consolidated from their fp32 partitions."""
+    ZeRO-3 checkpoints are consolidated from their partitions."""
     from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
     from .trainer import save_hf

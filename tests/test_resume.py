@@ -71,9 +71,28 @@ def _records(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
+def _kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL torchrun and every process under it at once, as a lost machine would. (torchrun
+    starts each worker in its own session, so killing torchrun's process group is not enough.)"""
+    import psutil
+    try:
+        workers = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        workers = []
+    for p in workers:
+        try:
+            p.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)  # (reaped here, so that its return code is the kill's)
+    _, alive = psutil.wait_procs(workers, timeout=60)
+    assert not alive, f"processes survived SIGKILL: {alive}"
+
+
 def _run_and_kill(config: Path, out: Path, kill_after_step: int) -> int:
-    """Start the run, SIGKILL its whole process group once step `kill_after_step` is logged;
-    returns the last step logged before the kill."""
+    """Start the run, SIGKILL it (torchrun and both workers) once step `kill_after_step` is
+    logged; returns the last step logged before the kill."""
     proc = subprocess.Popen(_command(config, out), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     metrics, deadline = out / "metrics.jsonl", time.monotonic() + 1200
@@ -86,11 +105,8 @@ def _run_and_kill(config: Path, out: Path, kill_after_step: int) -> int:
             if steps and max(steps) >= kill_after_step:
                 break
             time.sleep(0.05)
-        os.killpg(proc.pid, signal.SIGKILL)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=60)
+        _kill_tree(proc)
     assert proc.returncode == -signal.SIGKILL
     return max(steps)
 
