@@ -105,25 +105,96 @@ def _supports_encoder_outputs(base_model: torch.nn.Module) -> bool:
     return "mm_encoder_outputs" in inspect.signature(base_model.forward).parameters
 
 
-def completion_logprobs(model: torch.nn.Module, batch: dict, blocked_tokens: torch.Tensor,
-                        token_chunk: int = 4096, with_entropy: bool = True):
-    """Log-probs of the completion tokens only, and their (detached) entropy.
+# Model families whose text positions continue a prompt as (last prompt position + 1 + j) in every
+# rotary section, with the base model's `get_rope_index` giving the prompt's own positions: for
+# these the learner runs each prompt once and its completions on the prompt's cached keys/values.
+SHARED_PROMPT_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl")
 
-    batch (see `mm_gpg.learner.collate`):
-      input_ids, attention_mask, mm_token_type_ids: [N, L], prompt + completion, right-padded
-      completion_positions: [N, T] index in L of each completion token (0 where padded)
-      completion_ids, completion_mask: [N, T]
-      pixel_values, image_grid_thw: the *unique* prompts' images; image_owner: [N] prompt index
-      prompt_images: list (per unique prompt) of image indices into image_grid_thw
-    Returns logprobs [N, T] (0 on padding) and entropy [N, T] or None.
 
-    The vision tower runs once per unique prompt, not once per completion, and the vocabulary
-    projection is applied only at the T completion positions (in chunks), never at prompt
-    positions.
-    """
+def shares_prompt_prefix(base_model: torch.nn.Module, batch: dict | None = None) -> bool:
+    """Whether `completion_logprobs` can run each prompt once for its whole group (see there)."""
+    model_type = getattr(getattr(base_model, "config", None), "model_type", None)
+    if model_type not in SHARED_PROMPT_MODEL_TYPES or not hasattr(base_model, "get_rope_index") \
+            or not _supports_encoder_outputs(base_model):
+        return False
+    return batch is None or batch.get("pixel_values") is None or batch.get("mm_token_type_ids") is not None
+
+
+def prefill_prompts(base_model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    mm_token_type_ids: torch.Tensor | None, pixel_values: torch.Tensor | None,
+                    image_grid_thw: torch.Tensor | None, vision_grad: bool = False):
+    """One forward over B *left-padded* prompts that keeps their keys/values.
+
+    input_ids, attention_mask, mm_token_type_ids: [B, Lp] (left-padded); pixel_values and
+    image_grid_thw: the prompts' images in prompt order (or None). Returns the prompts' hidden
+    states [B, Lp, H] (position Lp-1 predicts the first completion token), the cache
+    (a transformers Cache; `batch_select_indices` / `batch_repeat_interleave` expand it to the
+    completions, differentiably) and `next_position` [B], the rotary position of the first token
+    after each prompt. Gradients flow through all three outputs' uses."""
+    kwargs = {}
+    if pixel_values is not None:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and vision_grad):
+            features = base_model.get_image_features(pixel_values, image_grid_thw, return_dict=True)
+        kwargs["mm_encoder_outputs"] = {"image": features}
+        positions, _ = base_model.get_rope_index(input_ids, mm_token_type_ids=mm_token_type_ids,
+                                                 image_grid_thw=image_grid_thw, attention_mask=attention_mask)
+    else:
+        positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[None].expand(3, -1, -1)
+    out = base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                     use_cache=True, **kwargs)
+    return out.last_hidden_state, out.past_key_values, positions.amax(dim=(0, 2)) + 1
+
+
+def _unique_prompts(batch: dict):
+    """The micro-batch's unique prompts, left-padded, recovered from collate's rows: each prompt's
+    first row holds it in positions [0, prompt length)."""
+    owner = batch["image_owner"]
+    n_prompts = len(batch["prompt_images"])
+    first = [None] * n_prompts
+    for row, k in enumerate(owner.tolist()):
+        if first[k] is None:
+            first[k] = row
+    lengths = batch["completion_positions"][first, 0].tolist()  # completion start = prompt length
+    # One pad column more than needed: every prompt row is then padded, so attention always takes
+    # the explicit-mask kernel. (Unpadded, SDPA takes its causal fast path, which rounds
+    # differently: a prompt alone and the same prompt in a batch would then differ by more than
+    # float noise, and micro-batching would no longer match one big batch as closely.)
+    width = max(lengths) + 1
+    ids = batch["input_ids"].new_zeros((n_prompts, width))
+    mask = batch["attention_mask"].new_zeros((n_prompts, width))
+    types = batch.get("mm_token_type_ids")
+    mm = types.new_zeros((n_prompts, width)) if types is not None else None
+    for k, (row, length) in enumerate(zip(first, lengths)):
+        ids[k, width - length:] = batch["input_ids"][row, :length]
+        mask[k, width - length:] = 1
+        if mm is not None:
+            mm[k, width - length:] = types[row, :length]
+    return ids, mask, mm
+
+
+def _shared_prompt_hidden(model: torch.nn.Module, batch: dict) -> torch.Tensor:
+    """[N, T, H]: the hidden state that predicts each completion token, with every prompt run once
+    for its whole group (its keys/values are shared by the group's completions)."""
+    base = model.model
+    owner = batch["image_owner"]
+    prompt_ids, prompt_mask, prompt_mm = _unique_prompts(batch)
+    hidden_p, cache, next_position = prefill_prompts(
+        base, prompt_ids, prompt_mask, prompt_mm, batch.get("pixel_values"), batch.get("image_grid_thw"),
+        vision_grad=vision_is_trainable(model))
+    cache.batch_select_indices(owner)  # [B, ...] -> [N, ...], differentiable
+    n, t = batch["completion_ids"].shape
+    positions = (next_position[owner][:, None] + torch.arange(t, device=next_position.device)[None]).expand(3, n, t)
+    mask = torch.cat([prompt_mask[owner], batch["completion_mask"].to(prompt_mask.dtype)], dim=1)
+    hidden_c = base(input_ids=batch["completion_ids"], attention_mask=mask, position_ids=positions,
+                    past_key_values=cache, use_cache=True).last_hidden_state
+    # Completion token j is predicted at j-1; token 0 at the prompt's last position.
+    return torch.cat([hidden_p[owner, -1:], hidden_c[:, :-1]], dim=1)
+
+
+def _full_sequence_hidden(model: torch.nn.Module, batch: dict) -> torch.Tensor:
+    """[N, T, H] from one forward over every prompt + completion row (any image-text model)."""
     base = model.model
     grid = batch["image_grid_thw"]
-    per_sample_grid = None
     kwargs = {}
     if batch.get("pixel_values") is not None:
         per_sample_images = [i for p in batch["image_owner"].tolist() for i in batch["prompt_images"][p]]
@@ -144,10 +215,39 @@ def completion_logprobs(model: torch.nn.Module, batch: dict, blocked_tokens: tor
     # Position p's hidden state predicts token p+1.
     positions = (batch["completion_positions"] - 1).clamp(min=0)
     n, t = positions.shape
-    selected = hidden.gather(1, positions[..., None].expand(n, t, hidden.shape[-1])).reshape(n * t, -1)
+    return hidden.gather(1, positions[..., None].expand(n, t, hidden.shape[-1]))
+
+
+def completion_logprobs(model: torch.nn.Module, batch: dict, blocked_tokens: torch.Tensor,
+                        token_chunk: int = 4096, with_entropy: bool = True, share_prompts: bool = True):
+    """Log-probs of the completion tokens only, and their (detached) entropy.
+
+    batch (see `mm_gpg.learner.collate`):
+      input_ids, attention_mask, mm_token_type_ids: [N, L], prompt + completion, right-padded
+      completion_positions: [N, T] index in L of each completion token (0 where padded)
+      completion_ids, completion_mask: [N, T]
+      pixel_values, image_grid_thw: the *unique* prompts' images; image_owner: [N] prompt index
+      prompt_images: list (per unique prompt) of image indices into image_grid_thw
+    Returns logprobs [N, T] (0 on padding) and entropy [N, T] or None.
+
+    The vision tower runs once per unique prompt, not once per completion, and the vocabulary
+    projection is applied only at the T completion positions (in chunks), never at prompt
+    positions. With `share_prompts` (and a model family in `SHARED_PROMPT_MODEL_TYPES`) the
+    language model too runs each prompt once for its group: one forward over the B unique
+    prompts keeps their keys/values, and the N completions run on top of them, so the prompt
+    tokens cost B rows instead of N = B*G. The values and gradients are those of the full
+    forward (the prompt's keys/values are the same tensors for every completion of its group;
+    their gradients sum over the group); other models take the full forward.
+    """
+    if share_prompts and shares_prompt_prefix(model.model, batch):
+        selected = _shared_prompt_hidden(model, batch)
+    else:
+        selected = _full_sequence_hidden(model, batch)
+    n, t, h = selected.shape
+    selected = selected.reshape(n * t, h)
     targets = batch["completion_ids"].reshape(-1)
     lm_head = model.get_output_embeddings()
-    blocked = blocked_tokens.to(hidden.device)
+    blocked = blocked_tokens.to(selected.device)
     logprob_chunks, entropy_chunks = [], []
     for start in range(0, n * t, token_chunk):
         logits = lm_head(selected[start:start + token_chunk]).float()
@@ -161,7 +261,7 @@ def completion_logprobs(model: torch.nn.Module, batch: dict, blocked_tokens: tor
     # torch.where, not a product: a padding slot's target may be a blocked id whose log-prob is
     # -inf, and -inf * 0 is nan.
     keep = batch["completion_mask"].bool()
-    zero = torch.zeros((), dtype=hidden.dtype, device=hidden.device)
+    zero = torch.zeros((), dtype=selected.dtype, device=selected.device)
     logprobs = torch.where(keep, torch.cat(logprob_chunks).view(n, t), zero)
     entropy = torch.where(keep, torch.cat(entropy_chunks).view(n, t), zero) if with_entropy else None
     return logprobs, entropy
