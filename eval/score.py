@@ -4,8 +4,9 @@ Scores another system's predictions with our official-mode rules. Each input lin
 `response` plus the benchmark record's own fields (as the hub dataset has them); each output line
 is the input plus `score` (0..1), `components`, `verifier`, `extraction`, `parse_failure`,
 `timeout` (and `error` when the verifier raised); an input field of the same name is kept and the
-score field goes to `scoring_<name>` (MathVista records have their own `extraction`). A summary with a bootstrap interval, broken down
-by the benchmark's categories where the record carries them, is printed.
+score field goes to `scoring_<name>` (MathVista records have their own `extraction`); both rules
+are `mm-gpg score`'s (`rewards.cli.scored_record`). A summary with a bootstrap interval, broken
+down by the benchmark's categories where the record carries them, is printed.
 
 The scoring itself is `mm-gpg score` (`rewards.cli`, which maps records with `rewards.records`):
 - VQAv2, ChartQA, MathVista, MMMU, ScienceQA records go to it as they are, with the benchmark's
@@ -35,12 +36,6 @@ RECORD_BENCHMARKS = {"vqav2": "vqa", "chartqa": "relaxed", "mathvista": "mathvis
 ADAPTER_BENCHMARKS = ("geometry3k", "mathverse", "geoqa", "superclevr", "clevr_count")
 BENCHMARKS = tuple(RECORD_BENCHMARKS) + ADAPTER_BENCHMARKS + ("generic",)
 _META_KEYS = ("precision", "unit", "answers", "labels", "rel_tol")
-SCORE_FIELDS = ("score", "components", "verifier", "extraction", "parse_failure", "timeout", "error")
-"""What `mm-gpg score` adds to each line."""
-
-
-class InputError(ValueError):
-    pass
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,22 +51,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=int, default=N_BOOT, help="bootstrap resamples for the interval")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     return p
-
-
-def _read_lines(path: str) -> list[tuple[int, dict]]:
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"line {line_no}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-            if not isinstance(record, dict):
-                raise InputError(f"line {line_no}: expected a JSON object, got {type(record).__name__}")
-            out.append((line_no, record))
-    return out
 
 
 def _adapter_sample(benchmark: str, record: dict, line_no: int, split: str | None):
@@ -104,30 +83,26 @@ def _generic_fields(sample) -> dict:
             "choices": jsonable(sample.choices), "task": sample.task, "meta": meta}
 
 
-def _restore(original: dict, row: dict) -> dict:
-    """The caller's own record plus the score fields. A score field whose name the record already
-    uses (MathVista's `extraction`) goes to `scoring_<name>`, so no input field is overwritten
-    (`score` itself excepted)."""
-    out = dict(original)
-    for key in SCORE_FIELDS:
-        if key in row:
-            out[key if key not in original or key == "score" else f"scoring_{key}"] = row[key]
-    return out
+def _restore(original: dict, given: dict, row: dict) -> dict:
+    """The caller's own record plus what `mm-gpg score` added to the line it was given (`given`:
+    the record itself, or for an adapter benchmark the record with our generic fields). Where a
+    score field goes when the record already uses its name is `mm-gpg score`'s rule."""
+    return {**original, **{k: v for k, v in row.items() if k not in given or k == "score"}}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from rewards import cli as rewards_cli
     from data_prep.schema import BadRecord
-    from rewards.records import detect_benchmark
+    from rewards.records import RecordError, detect_benchmark
 
     from .core import categories_of, error_text
     if not os.path.isfile(args.predictions):
         print(f"mm-gpg eval score: --predictions: no such file {args.predictions!r}", file=sys.stderr)
         return 2
     try:
-        lines = _read_lines(args.predictions)
-    except (InputError, OSError, UnicodeDecodeError) as exc:
+        lines = list(rewards_cli.read_jsonl(args.predictions))
+    except (RecordError, OSError, UnicodeDecodeError) as exc:
         print(f"mm-gpg eval score: {args.predictions}: {exc}", file=sys.stderr)
         return 1
     entry = _suite_entry(args.benchmark)
@@ -182,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
             return rc
         with open(scored_path, encoding="utf-8") as f:
             scored = [json.loads(line) for line in f if line.strip()]
-        scored = [_restore(original, row) for (_, original), row in zip(lines, scored)]
+        given = rewritten if rewritten is not None else [original for _, original in lines]
+        scored = [_restore(original, line, row) for (_, original), line, row in zip(lines, given, scored)]
         write_text_atomic(out_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in scored))
     print(summary_text(args.benchmark, args.mode, scored, categories, keys, n_boot=args.bootstrap,
                        seed=args.seed), end="")

@@ -5,7 +5,10 @@
 
 Each input line holds a `response` and the benchmark record's own fields (see
 `rewards.records`). Each output line is the input record plus `score` (0..1), `components`,
-`verifier`, `extraction`, `parse_failure` and `timeout`. The default mode is `official`, so
+`verifier`, `extraction` (the rule that found the answer), `parse_failure` and `timeout` (and
+`error` when the verifier raised). The record's own fields are never overwritten, `score`
+excepted: a score field whose name the record already uses (MathVista's own `extraction`, the
+GPT step's answer) is written as `scoring_<name>` instead. The default mode is `official`, so
 numbers compare with published ones. A malformed line stops the run with a one-line error
 naming the line number and field; the output is written to a temporary file and renamed at
 the end, so a partial file never looks complete.
@@ -37,8 +40,13 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _read(path: str, verifier: str):
-    """Yield (line_no, record, response, sample) for every non-blank line; RecordError on a bad one."""
+SCORE_FIELDS = ("score", "components", "verifier", "extraction", "parse_failure", "timeout", "error")
+"""What scoring adds to each line (`error` only when the verifier raised)."""
+
+
+def read_jsonl(path: str):
+    """Yield (line_no, record) for every non-blank line of a JSONL file; RecordError naming the
+    line when it is not valid JSON or not a JSON object."""
     with open(path, encoding="utf-8") as f:
         for line_no, line in enumerate(f, 1):
             if not line.strip():
@@ -47,8 +55,29 @@ def _read(path: str, verifier: str):
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise RecordError(line_no, "<json>", f"not valid JSON ({exc.msg} at column {exc.colno})") from None
-            response, sample = record_to_sample(record, line_no, verifier)
-            yield line_no, record, response, sample
+            if not isinstance(record, dict):
+                raise RecordError(line_no, "<record>", f"expected a JSON object, got {type(record).__name__}")
+            yield line_no, record
+
+
+def scored_record(record: dict, fields: dict) -> dict:
+    """`record` plus the score `fields`, none of the record's own fields overwritten but `score`:
+    a field whose name the record already uses goes to `scoring_<name>` (prefixed again while
+    that name is taken too)."""
+    out = dict(record)
+    for key, value in fields.items():
+        name = key
+        while name != "score" and name in record:
+            name = f"scoring_{name}"
+        out[name] = value
+    return out
+
+
+def _read(path: str, verifier: str):
+    """Yield (line_no, record, response, sample) for every non-blank line; RecordError on a bad one."""
+    for line_no, record in read_jsonl(path):
+        response, sample = record_to_sample(record, line_no, verifier)
+        yield line_no, record, response, sample
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,15 +119,14 @@ def main(argv: list[str] | None = None) -> int:
             def flush():
                 results = scorer.score([b[2] for b in batch], [b[3] for b in batch])
                 for (_, record, _, _), res in zip(batch, results):
-                    row = dict(record)
-                    row.update(score=res.score,
-                               components={k: v for k, v in res.components.items() if k != "score"},
-                               verifier=res.info.get("verifiers", {}).get("score"),
-                               extraction=res.info.get("extraction"),
-                               parse_failure=res.info["parse_failure"], timeout=res.info["timeout"])
+                    fields = dict(score=res.score,
+                                  components={k: v for k, v in res.components.items() if k != "score"},
+                                  verifier=res.info.get("verifiers", {}).get("score"),
+                                  extraction=res.info.get("extraction"),
+                                  parse_failure=res.info["parse_failure"], timeout=res.info["timeout"])
                     if res.info.get("error"):
-                        row["error"] = res.info["error"].get("score")
-                    out.write(json.dumps(row, ensure_ascii=False) + "\n")
+                        fields["error"] = res.info["error"].get("score")
+                    out.write(json.dumps(scored_record(record, fields), ensure_ascii=False) + "\n")
                     totals["score"] += res.score
                     totals["parse_failures"] += res.info["parse_failures"]
                     totals["timeouts"] += res.info["timeouts"]

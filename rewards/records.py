@@ -7,7 +7,7 @@ A record is one JSON object holding the model's `response` plus the benchmark's 
 | VQAv2 | `answers`: list of strings or `{"answer": ...}` dicts |
 | ChartQA | `label` / `labels` (list or string), or `answer` with `type` `human_test`/`augmented_test` (or `--verifier relaxed`) |
 | MathVista | `question_type`, `answer_type`, `answer` (+ `choices`, `precision`, `extraction`) |
-| MMMU | `options` (list, or its string form as on the hub), `answer`, `question_type` |
+| MMMU | `options` (list, or its string form as on the hub), `answer`, `question_type` (an open gold like `"['24/7', '3.429']"` lists answers) |
 | ScienceQA | `choices` (list) and `answer` (0-based int index) |
 | generic | `answer` (+ `answer_type` from our schema, `choices`, `precision`) |
 
@@ -19,6 +19,8 @@ import ast
 import math
 
 from data_prep.schema import ANSWER_TYPES, Sample
+
+from .verifiers.benchmarks import mmmu_gold_answers
 
 
 class RecordError(ValueError):
@@ -165,8 +167,10 @@ def record_to_sample(record, line: int, verifier: str = "auto") -> tuple[str, Sa
             return response, Sample(id=rid, question=question, answer=answer if isinstance(answer, list) else str(answer),
                                     answer_type="multiple_choice", choices=options, task="mmmu",
                                     meta={"question_type": qtype})
+        # a gold stored as a list literal ("['24/7', '3.429']") lists the acceptable answers
+        meta = {"question_type": qtype, "answers": mmmu_gold_answers(answer)}
         return response, Sample(id=rid, question=question, answer=answer, answer_type="text",
-                                task="mmmu", meta={"question_type": qtype})
+                                task="mmmu", meta=meta)
     if kind == "scienceqa":
         choices = record.get("choices")
         if not isinstance(choices, list) or not choices:

@@ -113,6 +113,14 @@ CASES = {
         # open: "so the answer is 3" -> key "3" -> number 3.0 == round(3, 2) -> 1
         (mmmu(4, "3", "there are three figures, so the answer is 3", options="[]", question_type="open"), 1.0, False),
         (mmmu(5, "3", "<answer>4</answer>", options="[]", question_type="open"), 0.0, False),
+        # open, gold stored as a list literal: ast.literal_eval -> ['24/7', '3.429'], any of them counts.
+        # normalize_str: '24/7' is no float -> '24/7'; '3.429' -> round(3.429, 2) = 3.43; golds ['24/7', 3.43].
+        # "24/7" -> no indicator, key "24/7"; numbers 24, 7 -> ['24/7', 24.0, 7.0]; '24/7' in '24/7' -> 1
+        (mmmu(6, "['24/7', '3.429']", "<answer>24/7</answer>", options="[]", question_type="open"), 1.0, False),
+        # "so it is 3.43" -> key after "is " = "3.43" -> [3.43]; 3.43 == round(3.429, 2) -> 1
+        (mmmu(7, "['24/7', '3.429']", "so it is 3.43", options="[]", question_type="open"), 1.0, False),
+        # "3.42" -> [3.42]: not 3.43, and a number never matches a string gold -> 0
+        (mmmu(8, "['24/7', '3.429']", "<answer>3.42</answer>", options="[]", question_type="open"), 0.0, False),
     ],
     "scienceqa": [
         (scienceqa(1, "<answer>B</answer>"), 1.0, False),
@@ -196,10 +204,9 @@ def test_eval_score_bad_input_names_the_line(tmp_path, capsys):
     assert not (tmp_path / "o.jsonl").exists()
 
 
-@pytest.mark.xfail(strict=False, reason="rewards: an MMMU open gold stored as a list literal "
-                                        "(\"['24/7', '3.429']\") is compared as one string; the official "
-                                        "eval_open takes any of the listed answers (reported to the rewards owner)")
 def test_mmmu_open_question_with_several_gold_answers(tmp_path):
+    # gold "['24/7', '3.429']" lists two answers (official eval_open takes a list: any counts);
+    # "3.429" -> [round(3.429, 2)] = [3.43], and the gold '3.429' normalises to 3.43 too -> 1
     src = tmp_path / "p.jsonl"
     src.write_text(json.dumps(mmmu(9, "['24/7', '3.429']", "<answer>3.429</answer>", options="[]",
                                    question_type="open")) + "\n")
@@ -207,3 +214,15 @@ def test_mmmu_open_question_with_several_gold_answers(tmp_path):
     assert main(["score", "--benchmark", "mmmu", "--predictions", str(src), "--output", str(out),
                  "--workers", "0"]) == 0
     assert json.loads(out.read_text())["score"] == 1.0
+
+
+def test_mathvista_records_own_extraction_is_kept(tmp_path):
+    record = mathvista("9", "1000", "a long answer we do not parse", extraction="1000")
+    src = tmp_path / "p.jsonl"
+    src.write_text(json.dumps(record) + "\n")
+    out = tmp_path / "o.jsonl"
+    assert main(["score", "--benchmark", "mathvista", "--predictions", str(src), "--output", str(out),
+                 "--workers", "0"]) == 0
+    row = json.loads(out.read_text())
+    assert row["extraction"] == "1000" and {k: row[k] for k in record} == record
+    assert row["score"] == 1.0 and isinstance(row["scoring_extraction"], str)  # ours: the rule's name

@@ -1,4 +1,4 @@
-computes
+"""The learner's prompt-sharing forward computes
 the same log-probs, entropies and gradients as the full forward over every prompt + completion."""
 
 import pytest

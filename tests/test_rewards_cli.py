@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from rewards.cli import main
+from rewards.cli import main, scored_record
 from rewards.records import RecordError, detect_benchmark, record_to_sample
 
 # Records with the public datasets' own field names (VQAv2 / ChartQA / MathVista / MMMU /
@@ -100,6 +100,36 @@ def test_detect_and_map_records():
     assert s.choices == ["p", "q", "r", "s"] and s.answer == "C" and s.task == "mmmu"
     with pytest.raises(RecordError, match="line 9: field 'response'"):
         record_to_sample({"answers": ["a"]}, 9)
+    # an open MMMU gold stored as a list literal lists its acceptable answers
+    _, s = record_to_sample({"response": "x", "options": "[]", "answer": "['24/7', '3.429']",
+                             "question_type": "open"}, 1)
+    assert s.answer == "['24/7', '3.429']" and s.meta["answers"] == ["24/7", "3.429"]
+    # ... read as a literal only: code, or a string that is no list literal, stays the one answer
+    for gold in ("[__import__('os').getcwd()]", "[0, 1)", "24/7"):
+        _, s = record_to_sample({"response": "x", "options": "[]", "answer": gold, "question_type": "open"}, 1)
+        assert s.meta["answers"] == [gold]
     # hub MMMU options are a string; they are read as a literal, never evaluated
     with pytest.raises(RecordError, match="field 'options'"):
         record_to_sample({"response": "x", "options": "__import__('os').getcwd()", "answer": "A"}, 3)
+
+
+def test_a_records_own_fields_are_kept(tmp_path):
+    # MathVista records may carry the official GPT step's answer as `extraction`; ours (the name
+    # of the rule that found the answer) must not replace it
+    rec = {**RECORDS[2], "response": "a long answer we do not parse", "extraction": "3"}
+    src, dst = write(tmp_path / "in.jsonl", [rec]), str(tmp_path / "out.jsonl")
+    assert main(["--verifier", "auto", "--input", src, "--output", dst, "--workers", "0"]) == 0
+    (row,) = read(dst)
+    assert {k: row[k] for k in rec} == rec  # every input field as it was, `extraction` included
+    assert row["score"] == 1.0  # the record's "3" -> str(int(float("3"))) == "3"
+    assert set(row) - set(rec) == {"score", "components", "verifier", "scoring_extraction", "parse_failure",
+                                   "timeout"}
+
+
+def test_scored_record_renames_instead_of_overwriting():
+    record = {"verifier": "theirs", "scoring_verifier": "also theirs", "score": 0.25, "answer": "3"}
+    out = scored_record(record, {"score": 1.0, "verifier": "mmmu", "timeout": False})
+    # `score` is ours (the documented output); any other taken name is prefixed until it is free
+    assert out == {"verifier": "theirs", "scoring_verifier": "also theirs", "score": 1.0, "answer": "3",
+                   "scoring_scoring_verifier": "mmmu", "timeout": False}
+    assert record["score"] == 0.25  # the input dict itself is not modified

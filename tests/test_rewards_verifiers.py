@@ -394,6 +394,35 @@ def test_mmmu_open_official():
     assert score("mmmu", "so the answer is 3.15", s, mode="official") == 0.0
 
 
+def test_mmmu_open_gold_list_literal_official(monkeypatch):
+    import rewards.verifiers.benchmarks as benchmarks
+    gold = "['24/7', '3.429']"  # the hub's MMMU stores several acceptable open answers like this
+    parsed = []
+    real = benchmarks.ast.literal_eval
+    monkeypatch.setattr(benchmarks.ast, "literal_eval", lambda text: parsed.append(text) or real(text))
+    s = Sample(id="ml", answer=gold, answer_type="text", task="mmmu", meta={"question_type": "open"})
+    # gold -> ['24/7', '3.429'] -> normalize_str each: '24/7' is no float -> '24/7';
+    # '3.429' -> round(3.429, 2) = 3.43; so the normalised golds are ['24/7', 3.43]
+    # "so the answer is 3.43" -> key "3.43" -> [3.43] -> 3.43 is a gold -> 1
+    assert score("mmmu", "so the answer is 3.43", s, mode="official") == 1.0
+    # "the shop is open 24/7" -> key after "is " = "open 24/7", a string containing '24/7' -> 1
+    assert score("mmmu", "the shop is open 24/7", s, mode="official") == 1.0
+    # "3.42" -> [3.42]: not 3.43 -> 0
+    assert score("mmmu", "<answer>3.42</answer>", s, mode="official") == 0.0
+    # a response that is itself a list literal is parsed by the official text rules, never as a literal
+    assert score("mmmu", "<answer>['3.42']</answer>", s, mode="official") == 0.0
+    assert parsed and set(parsed) == {gold}
+    # the adapter's / record mapper's meta["answers"] is used as is; lenient mode takes any of them too
+    s2 = Sample(id="ml", answer=gold, answer_type="text", task="mmmu",
+                meta={"question_type": "open", "answers": ["24/7", "3.429"]})
+    assert score("mmmu", "<answer>24/7</answer>", s2, mode="official") == 1.0
+    assert score("mmmu", "<answer>3.429</answer>", s2, mode="lenient") == 1.0
+    # code in a gold is no literal: it stays one string answer and runs nothing
+    bad = Sample(id="mb", answer="[__import__('os').getcwd()]", answer_type="text", task="mmmu",
+                 meta={"question_type": "open"})
+    assert score("mmmu", "<answer>[__import__('os').getcwd()]</answer>", bad, mode="official") == 1.0
+
+
 def test_scienceqa_official():
     s = Sample(id="sq", answer=1, answer_type="multiple_choice", choices=["x", "y", "z"], task="scienceqa")
     assert score("scienceqa", "B", s, mode="official") == 1.0

@@ -17,7 +17,10 @@ parse failure. `lenient` (the training default) maps to our consistent verifiers
   letters, then spaced letters, then option texts for responses over 5 words; the *last*
   mentioned candidate wins) and, for open questions, `parse_open_response` + `eval_open`
   (any extracted number equal to the gold rounded to 2 decimals, or the gold string contained
-  in a key sub-response). The random choice on an unparsed answer is replaced by 0.
+  in a key sub-response). `eval_open` takes a list of golds, any of which counts; the hub
+  dataset stores such a gold as a list-literal string (`"['24/7', '3.429']"`), which
+  `mmmu_gold_answers` reads with `ast.literal_eval` (the gold only, never model text). The random
+  choice on an unparsed answer is replaced by 0.
 - ScienceQA (LLaVA's `eval_science_qa.py`, which wraps the ScienceQA repo's rule): the text is
   exactly an option letter, or starts with "X. ", or contains exactly one "The answer is X.";
   letters A-E within the number of choices; else 0 (the official code picks a random option).
@@ -27,6 +30,7 @@ The text the official rules see is the extracted answer when the response has an
 """
 from __future__ import annotations
 
+import ast
 import re
 
 from data_prep.schema import Sample
@@ -269,6 +273,31 @@ def mmmu_parse_open(response: str) -> list:
     return out
 
 
+MMMU_MAX_GOLD_CHARS = 20_000
+
+
+def mmmu_gold_answers(gold) -> list[str]:
+    """The acceptable answers of an MMMU gold: a list as it is, a string holding a list literal
+    (`"['24/7', '3.429']"`, as the hub dataset stores several golds) as that list, anything else
+    as the one answer `[str(gold)]`.
+
+    Only the dataset's gold goes through `ast.literal_eval` (a literal parser, never `eval`), and
+    only when it starts with `[` and is at most MMMU_MAX_GOLD_CHARS long. A string that does not
+    parse to a non-empty list of strings and numbers (`"[0, 1)"`, an interval) is one answer."""
+    if isinstance(gold, (list, tuple)):
+        return [str(g) for g in gold]
+    text = str(gold)
+    if text.lstrip().startswith("[") and len(text) <= MMMU_MAX_GOLD_CHARS:
+        try:
+            value = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            value = None
+        if isinstance(value, list) and value and all(
+                isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in value):
+            return [str(v) for v in value]
+    return [text]
+
+
 def mmmu_eval_open(gold, predictions: list) -> bool:
     golds = gold if isinstance(gold, list) else [gold]
     norm_answers = []
@@ -308,7 +337,10 @@ def mmmu(response: str, sample: Sample, mode: str = "lenient"):
         return result("mmmu", picked in [str(g) for g in golds], ex, mode=mode, predicted=picked)
     if not text:
         return unparsed("mmmu", ex, "empty response")
-    return result("mmmu", mmmu_eval_open(sample.answer, mmmu_parse_open(text)), ex, mode=mode)
+    answers = sample.meta.get("answers")
+    golds = [str(a) for a in answers] if isinstance(answers, list) and answers else mmmu_gold_answers(
+        sample.answer)
+    return result("mmmu", mmmu_eval_open(golds, mmmu_parse_open(text)), ex, mode=mode)
 
 
 # ---------------------------------------------------------------------------------------------
