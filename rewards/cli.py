@@ -40,10 +40,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-SCORE_FIELDS = ("score", "components", "verifier", "extraction", "parse_failure", "timeout", "error")
-"""What scoring adds to each line (`error` only when the verifier raised)."""
-
-
 def read_jsonl(path: str):
     """Yield (line_no, record) for every non-blank line of a JSONL file; RecordError naming the
     line when it is not valid JSON or not a JSON object."""
