@@ -71,94 +71,6 @@ def draw_samples(spec: dict) -> list:
     return mixture.draw(spec["steps"] * spec["prompts"]), config
 
 
-# ---------------------------------------------------------------- proposed rollout change (not in mm_gpg yet)
-
-def shared_prefill_generate(self, prompts: list, n: int, sampling) -> list:
-    """A drop-in for `mm_gpg.rollout.hf.HFRolloutEngine._generate`, proposed for that file and
-    measured here with `--ours-patch shared-prefill` (the bench does not change mm_gpg's rollout).
-
-    HF `generate(num_return_sequences=G)` copies every prompt G times *before* the prefill, so the
-    prompt (image tokens included) runs G times. This runs each prompt once
-    (`mm_gpg.policy.prefill_prompts`), repeats its keys/values G times, and samples the G
-    continuations in a plain decode loop: same distribution (blocked ids -inf, temperature,
-    top-k, top-p), greedy output token-identical to `generate`'s. Falls back to the original for
-    model families without shared-prefix support."""
-    import torch
-
-    from mm_gpg.policy import prefill_prompts, shares_prompt_prefix
-    from mm_gpg.rollout.base import Completion
-    from mm_gpg.rollout.hf import HFRolloutEngine, left_pad
-
-    model = self.model_fn()
-    base = getattr(model, "model", None)
-    if base is None or not shares_prompt_prefix(base) or not hasattr(model, "get_output_embeddings"):
-        return HFRolloutEngine._original_generate(self, prompts, n, sampling)
-    pad, eos = self.policy.pad_token_id, self.policy.eos_token_ids
-    ids = left_pad([p.input_ids for p in prompts], pad)
-    lengths = torch.tensor([p.input_ids.numel() for p in prompts])
-    mask = (torch.arange(ids.shape[1])[None, :] >= (ids.shape[1] - lengths)[:, None]).long()
-    mm = left_pad([p.mm_token_type_ids for p in prompts], 0) if prompts[0].mm_token_type_ids is not None else None
-    with_images = [p for p in prompts if p.pixel_values is not None]
-    pixels = torch.cat([p.pixel_values for p in with_images]) if with_images else None
-    grid = torch.cat([p.image_grid_thw for p in with_images]) if with_images else None
-    device = model.get_output_embeddings().weight.device
-    to = (lambda x: None if x is None else x.to(device))
-    hidden, cache, next_position = prefill_prompts(base, to(ids), to(mask), to(mm), to(pixels), to(grid))
-    cache.batch_repeat_interleave(n)
-    hidden = hidden[:, -1].repeat_interleave(n, 0)
-    next_position = next_position.repeat_interleave(n)
-    mask = to(mask).repeat_interleave(n, 0)
-    rows = hidden.shape[0]
-    lm_head = model.get_output_embeddings()
-    blocked = self.policy.blocked_tokens.to(device)
-    eos_t = torch.tensor(eos, device=device)
-    done = torch.zeros(rows, dtype=torch.bool, device=device)
-    steps = []
-    for j in range(sampling.max_new_tokens):
-        logits = lm_head(hidden).float().masked_fill(blocked, float("-inf"))
-        if sampling.greedy:
-            token = logits.argmax(-1)
-        else:
-            logits = logits / sampling.temperature
-            if sampling.top_k:
-                kth = logits.topk(min(sampling.top_k, logits.shape[-1]), dim=-1).values[:, -1:]
-                logits = logits.masked_fill(logits < kth, float("-inf"))
-            probs = torch.softmax(logits, dim=-1)
-            if sampling.top_p < 1.0:
-                sorted_p, order = probs.sort(dim=-1, descending=True)
-                drop = sorted_p.cumsum(-1) - sorted_p > sampling.top_p
-                probs = probs.scatter(1, order, sorted_p.masked_fill(drop, 0.0))
-            token = torch.multinomial(probs, 1).squeeze(1)
-        token = torch.where(done, torch.full_like(token, pad), token)
-        steps.append(token)
-        done = done | torch.isin(token, eos_t)
-        if j == sampling.max_new_tokens - 1 or bool(done.all()):
-            break
-        mask = torch.cat([mask, mask.new_ones(rows, 1)], dim=1)
-        positions = (next_position + j)[None, :, None].expand(3, rows, 1)
-        hidden = base(input_ids=token[:, None], attention_mask=mask, position_ids=positions,
-                      past_key_values=cache, use_cache=True).last_hidden_state[:, -1]
-    new_tokens = torch.stack(steps, dim=1).tolist()
-    tokenizer = self.policy.tokenizer
-    groups = []
-    for i in range(len(prompts)):
-        group = []
-        for row in new_tokens[i * n:(i + 1) * n]:
-            stop = next((k for k, tok in enumerate(row) if tok in eos), None)
-            kept = row if stop is None else row[:stop + 1]
-            group.append(Completion(token_ids=kept, text=tokenizer.decode(kept, skip_special_tokens=True),
-                                    finish_reason="length" if stop is None else "stop"))
-        groups.append(group)
-    return groups
-
-
-def apply_ours_patches(names: list[str]) -> None:
-    if "shared-prefill" in names:
-        from mm_gpg.rollout.hf import HFRolloutEngine
-        HFRolloutEngine._original_generate = HFRolloutEngine._generate
-        HFRolloutEngine._generate = shared_prefill_generate
-
-
 # ---------------------------------------------------------------- child: ours
 
 _LOOP_PROFILER = None
@@ -196,7 +108,6 @@ def run_ours(spec: dict) -> dict:
     from mm_gpg.trainer import Trainer
     from rewards import build_scorer
 
-    apply_ours_patches(spec.get("ours_patches", []))
     setup_start = time.perf_counter()
     torch.manual_seed(config.train.seed)
     dist = init_distributed()
@@ -415,7 +326,7 @@ def parent_main(args) -> int:
             "warmup_steps": args.warmup_steps, "seed": args.seed, "reward_workers": args.reward_workers,
             "ours_algorithm": args.ours_algorithm, "gpg_min_valid_fraction": args.gpg_min_valid_fraction,
             "repeats": args.repeats, "threads": args.threads,
-            "ours_patches": [x for x in args.ours_patch.split(",") if x], "workdir": str(workdir)}
+            "workdir": str(workdir)}
     spec_path = workdir / "spec.json"
     spec_path.write_text(json.dumps(spec, indent=2))
     sides = [s for s in ("ours", "trl") if s in args.sides]
@@ -501,9 +412,6 @@ def main(argv=None) -> int:
     p.add_argument("--gpg-min-valid-fraction", type=float, default=0.0,
                    help="with --ours-algorithm gpg: resampling threshold (0 = same sampled work as TRL)")
     p.add_argument("--sides", default="ours,trl", help="comma list: ours,trl")
-    p.add_argument("--ours-patch", default="", help="comma list of proposed, not-yet-merged changes to apply to "
-                   "ours in its process: shared-prefill (rollout runs each prompt once; see "
-                   "shared_prefill_generate)")
     p.add_argument("--config", default=str(DEFAULT_CONFIG), help="data settings and warm-start come from here")
     p.add_argument("--checkpoint", default=None, help="use this model dir instead of building one")
     p.add_argument("--checkpoint-root", default=str(REPO / "runs" / "bench"))

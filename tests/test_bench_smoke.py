@@ -45,34 +45,6 @@ def test_vs_trl_summary_and_table():
     assert median([3, 1, 2]) == 2 and spread([1.0]) == 0.0 and machine_state()["cpus"] >= 1
 
 
-def test_shared_prefill_rollout_matches_generate(tiny_model_dir):
-    """The proposed rollout (each prompt prefilled once) gives `generate`'s greedy tokens and, with
-    the same seed, its sampled tokens."""
-    from data_prep.registry import load_source
-    from mm_gpg.policy import load_policy
-    from mm_gpg.prompting import encode_prompts
-    from mm_gpg.rollout import SamplingParams, build_engine
-    from mm_gpg.rollout.hf import HFRolloutEngine
-
-    policy = load_policy(str(tiny_model_dir))
-    source = load_source("synthetic", size=6, seed=5)
-    prompts = encode_prompts(policy.processor, [source[i] for i in range(3)], "r1", 112 * 112, 112 * 112)
-    engine = build_engine("hf", policy=policy)
-    greedy = SamplingParams(greedy=True, max_new_tokens=6)
-    sampled = SamplingParams(temperature=1.0, max_new_tokens=6, seed=11)
-    reference = engine.generate(prompts, 1, greedy), engine.generate(prompts, 3, sampled)
-    original = HFRolloutEngine._generate
-    try:
-        HFRolloutEngine._generate = vs_trl.shared_prefill_generate
-        HFRolloutEngine._original_generate = original
-        proposed = engine.generate(prompts, 1, greedy), engine.generate(prompts, 3, sampled)
-    finally:
-        HFRolloutEngine._generate = original
-    for ref, new in zip(reference, proposed):
-        assert [[c.token_ids for c in g] for g in ref] == [[c.token_ids for c in g] for g in new]
-        assert [[c.finish_reason for c in g] for g in ref] == [[c.finish_reason for c in g] for g in new]
-
-
 def _write_run(d: Path, accs, valid=(0.5, 0.75, 1.0)):
     d.mkdir(parents=True)
     lines = [{"step": 0, "heldout/accuracy": accs[0]}]

@@ -71,3 +71,22 @@ def test_low_temperature_approaches_greedy(setup):
 def test_unknown_engine():
     with pytest.raises(KeyError, match="supported"):
         build_engine("trt", policy=None)
+
+
+@pytest.mark.parametrize("sampling", [
+    SamplingParams(greedy=True, max_new_tokens=6),
+    SamplingParams(temperature=1.0, max_new_tokens=6, seed=11),
+    SamplingParams(temperature=0.7, top_k=5, top_p=0.9, max_new_tokens=6, seed=3),
+], ids=["greedy", "sampled", "top_k_top_p"])
+def test_shared_prompt_decoding_gives_generates_tokens(setup, sampling):
+    """The engine's own loop (each prompt prefilled once, its keys/values shared by the group)
+    draws the very tokens `generate(num_return_sequences=n)` draws from the same seed."""
+    from mm_gpg.policy import shares_prompt_prefix
+    policy, prompts, shared = setup
+    assert shared.share_prompts and shares_prompt_prefix(policy.model.model)
+    reference = build_engine("hf", policy=policy, share_prompts=False)
+    n = 1 if sampling.greedy else 3
+    ours, theirs = shared.generate(prompts, n, sampling), reference.generate(prompts, n, sampling)
+    assert [[c.token_ids for c in g] for g in ours] == [[c.token_ids for c in g] for g in theirs]
+    assert [[c.finish_reason for c in g] for g in ours] == [[c.finish_reason for c in g] for g in theirs]
+    assert [[c.text for c in g] for g in ours] == [[c.text for c in g] for g in theirs]
