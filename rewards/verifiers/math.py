@@ -128,8 +128,18 @@ def warm_up() -> None:
     """Import and exercise math-verify's main paths once (numbers, symbols, roots, powers,
     equations, sets), so that sympy's lazy imports do not land on the first scored call
     (workers call this before accepting work)."""
-    for gold, pred in (("\\frac{1}{2}", "0.5"), ("9", "ab c"), ("\\sqrt{2}", "2^{1/2}")):
-        _verify(_parse(gold), _parse(pred))
+    global INTERNAL_TIMEOUT_S
+    # No internal limit here: these imports take seconds on a busy machine, and a timed-out
+    # warm-up would both warn ("Timeout during comparison") and leave the imports to the first
+    # real call. The worker's startup limit bounds this instead.
+    limit, INTERNAL_TIMEOUT_S = INTERNAL_TIMEOUT_S, None
+    try:
+        for gold, pred in (("\\frac{1}{2}", "0.5"), ("9", "ab c"), ("\\sqrt{2}", "2^{1/2}")):
+            _verify(_parse(gold), _parse(pred))
+    finally:
+        INTERNAL_TIMEOUT_S = limit
+        _parse.cache_clear()
+        _equivalent.cache_clear()
 
 
 @register_verifier("math")
