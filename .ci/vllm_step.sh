@@ -7,8 +7,8 @@
 # If the environment cannot be built this step fails, loudly: it never skips the tests, and
 # MM_GPG_REQUIRE_VLLM=1 makes the test modules fail rather than skip if vLLM does not import.
 #
-# Runs tests/test_vllm_*.py except those marked slow (the 20-step comparison run; set
-# MM_GPG_VLLM_SLOW=1 to include it).
+# Runs tests/test_vllm_*.py, the 20-step vllm-vs-hf training comparison included; tests marked
+# slow (none at present) run only with MM_GPG_VLLM_SLOW=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
