@@ -44,7 +44,11 @@ def encode_prompts(processor, samples: list[Sample], style: str, min_pixels: int
         texts.append(processor.apply_chat_template(m, add_generation_prompt=True, tokenize=False))
         images.append(ims)
     flat = [im for ims in images for im in ims]
-    enc = processor(text=texts, images=flat or None, padding=False, return_tensors=None)
+    # The images are already sized by `fit_image` (qwen-vl-utils' rule, multiples of
+    # patch x merge). A Qwen-style image processor would otherwise resize them again to its own
+    # min/max pixels, silently overriding data.min_pixels/max_pixels.
+    no_resize = {"do_resize": False} if flat and hasattr(processor.image_processor, "merge_size") else {}
+    enc = processor(text=texts, images=flat or None, padding=False, return_tensors=None, **no_resize)
     pixel_chunks = [None] * len(samples)
     grid_chunks = [None] * len(samples)
     if flat:

@@ -90,3 +90,17 @@ def test_shared_prompt_decoding_gives_generates_tokens(setup, sampling):
     assert [[c.token_ids for c in g] for g in ours] == [[c.token_ids for c in g] for g in theirs]
     assert [[c.finish_reason for c in g] for g in ours] == [[c.finish_reason for c in g] for g in theirs]
     assert [[c.text for c in g] for g in ours] == [[c.text for c in g] for g in theirs]
+
+
+def test_prompts_keep_the_configured_image_size(setup):
+    """data.min_pixels/max_pixels decide the image tokens, not the checkpoint's processor (whose
+    own bounds are 112x112 for the tiny model)."""
+    policy, _, _ = setup
+    source = load_source("synthetic", size=2)
+    image_id = policy.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    for pixels, grid, tokens in ((112 * 112, [1, 8, 8], 16), (224 * 224, [1, 16, 16], 64)):
+        # 224x224 in 14-px patches is 16x16 = 256 patches, merged 2x2 into 64 image tokens
+        (prompt,) = encode_prompts(policy.processor, [source[0]], "r1", pixels, pixels)
+        assert prompt.image_grid_thw.tolist() == [grid]
+        assert int((prompt.input_ids == image_id).sum()) == tokens
+        assert prompt.pixel_values.shape[0] == grid[1] * grid[2]
