@@ -89,7 +89,7 @@ def prepare_checkpoint(root: str | os.PathLike, config_path: str | os.PathLike =
     if not config.warmstart.steps:
         return tiny
     from mm_gpg.policy import load_policy
-    from mm_gpg.trainer import save_hf
+    from mm_gpg.checkpoint import save_hf
     from mm_gpg.warmstart import run_warmstart, warmstart_dir
 
     cached = warmstart_dir(config)
@@ -99,7 +99,7 @@ def prepare_checkpoint(root: str | os.PathLike, config_path: str | os.PathLike =
     started = time.perf_counter()
     policy = load_policy(str(tiny), config.model.dtype)
     run_warmstart(config, policy, Dist(0, 1), log=log)
-    save_hf(policy.model, policy.processor, cached, Dist(0, 1))
+    save_hf(policy.model, policy.processor, cached)
     (cached / "bench_provenance.json").write_text(json.dumps(
         {"config": str(config_path), "warmstart": vars(config.warmstart), "seed": seed,
          "seconds": round(time.perf_counter() - started, 1)}, indent=2) + "\n")

@@ -26,6 +26,7 @@ import json
 import os
 import random
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -202,6 +203,29 @@ def load_checkpoint(path: str | os.PathLike, learner, dist: Dist) -> dict:
     return state
 
 
+def save_hf(module: torch.nn.Module, processor, out_dir: str | os.PathLike, dist: Dist | None = None,
+            state_dict: dict | None = None) -> Path | None:
+    """Rank 0 (any caller when `dist` is None) writes `module` (or `state_dict` into its
+    architecture) and `processor` to `out_dir` in Hugging Face format, through a temporary folder
+    renamed into place, so a half-written model is never taken for a whole one."""
+    out = Path(out_dir)
+    if dist is not None and not dist.is_main:
+        return None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp.chmod(0o755)
+    try:
+        module.save_pretrained(tmp, state_dict=state_dict)
+        processor.save_pretrained(tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
 # ---------------------------------------------------------------- HF export
 
 def _engine_state_dict(path: Path, zero_stage: int) -> dict[str, torch.Tensor]:
@@ -221,7 +245,6 @@ def export_hf(checkpoint: str | os.PathLike, out_dir: str | os.PathLike) -> Path
     ZeRO-3 checkpoints are consolidated from their partitions."""
     from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
-    from .trainer import save_hf
 
     path = Path(checkpoint)
     state = read_state(path)
@@ -240,7 +263,7 @@ def export_hf(checkpoint: str | os.PathLike, out_dir: str | os.PathLike) -> Path
                          f"unexpected {result.unexpected_keys[:5]}")
     model.tie_weights()
     processor = AutoProcessor.from_pretrained(path / "hf")
-    return save_hf(model, processor, out_dir, Dist(0, 1))
+    return save_hf(model, processor, out_dir)
 
 
 def export_main(argv: list[str]) -> int:

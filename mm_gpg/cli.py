@@ -39,7 +39,8 @@ def train_command(args) -> int:
     from mm_gpg.policy import load_policy
     from mm_gpg.rollout import build_engine
     from mm_gpg.tiny import build_tiny
-    from mm_gpg.trainer import Trainer, save_hf
+    from mm_gpg.checkpoint import save_hf
+    from mm_gpg.trainer import Trainer
     from mm_gpg.warmstart import run_warmstart, warmstart_dir
     from rewards import build_scorer
     import torch

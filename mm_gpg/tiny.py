@@ -10,11 +10,11 @@ The result loads through exactly the code that loads `Qwen/Qwen2-VL-2B-Instruct`
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
+
+from .checkpoint import save_hf
 
 QWEN_SPECIAL_TOKENS = [
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
@@ -132,16 +132,4 @@ def build_tiny(out_dir: str | os.PathLike, seed: int = 0, image_pixels: int = 11
     processor = Qwen2VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
                                  video_processor=Qwen2VLVideoProcessor(),
                                  chat_template=QWEN2VL_CHAT_TEMPLATE)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    tmp.chmod(0o755)
-    try:
-        model.save_pretrained(tmp)
-        processor.save_pretrained(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return save_hf(model, processor, out)

@@ -27,8 +27,6 @@ stop the run (NonFiniteError).
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +40,7 @@ from data_prep.registry import load_source
 from .algorithms import (ADVANTAGES, ALGORITHMS, Algorithm, aggregation_normalizer, correction_factor,
                          valid_groups)
 from .checkpoint import (NonFiniteError, checkpoint_root, load_checkpoint, resolve_resume, restore_rng,
-                         save_checkpoint)
+                         save_checkpoint, save_hf)
 from .config import Config
 from .distributed import Dist
 from .metrics import MetricsLogger
@@ -402,24 +400,3 @@ class Trainer:
         state_dict = self.learner.full_state_dict() if getattr(self.learner, "zero_stage", 0) == 3 else None
         return save_hf(self.learner.module, self.policy.processor, out_dir, self.dist, state_dict=state_dict)
 
-
-def save_hf(module: torch.nn.Module, processor, out_dir: str | os.PathLike, dist: Dist,
-            state_dict: dict | None = None) -> Path | None:
-    """Rank 0 writes `module` (or `state_dict` into its architecture) and `processor` to
-    `out_dir`, through a temporary folder renamed into place."""
-    out = Path(out_dir)
-    if not dist.is_main:
-        return None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    tmp.chmod(0o755)
-    try:
-        module.save_pretrained(tmp, state_dict=state_dict)
-        processor.save_pretrained(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
