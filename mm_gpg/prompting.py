@@ -31,6 +31,14 @@ class Prompt:
     """[n_images, 3]."""
 
 
+def keep_fitted_size(processor) -> dict:
+    """Processor keyword arguments that keep `fit_image`'s size (qwen-vl-utils' rule, multiples of
+    patch x merge). Without them a Qwen-style image processor resizes the images again to its own
+    min/max pixels, silently overriding data.min_pixels/max_pixels. Every engine that runs the
+    processor itself (vLLM) must pass the same, or its prompts differ from the learner's."""
+    return {"do_resize": False} if hasattr(processor.image_processor, "merge_size") else {}
+
+
 def encode_prompts(processor, samples: list[Sample], style: str, min_pixels: int, max_pixels: int,
                    system_prompt: str | None = None) -> list[Prompt]:
     """Build, template, size and tokenise a batch of samples (one processor call)."""
@@ -44,11 +52,8 @@ def encode_prompts(processor, samples: list[Sample], style: str, min_pixels: int
         texts.append(processor.apply_chat_template(m, add_generation_prompt=True, tokenize=False))
         images.append(ims)
     flat = [im for ims in images for im in ims]
-    # The images are already sized by `fit_image` (qwen-vl-utils' rule, multiples of
-    # patch x merge). A Qwen-style image processor would otherwise resize them again to its own
-    # min/max pixels, silently overriding data.min_pixels/max_pixels.
-    no_resize = {"do_resize": False} if flat and hasattr(processor.image_processor, "merge_size") else {}
-    enc = processor(text=texts, images=flat or None, padding=False, return_tensors=None, **no_resize)
+    enc = processor(text=texts, images=flat or None, padding=False, return_tensors=None,
+                    **(keep_fitted_size(processor) if flat else {}))
     pixel_chunks = [None] * len(samples)
     grid_chunks = [None] * len(samples)
     if flat:

@@ -37,6 +37,7 @@ from typing import Iterable
 
 import torch
 
+from ..prompting import keep_fitted_size
 from .base import Completion, RolloutEngine, SamplingParams, register_engine
 
 CPU_KV_CACHE_BYTES = 512 * 2 ** 20
@@ -170,6 +171,7 @@ class VLLMRolloutEngine(RolloutEngine):
             # for torchrun-style jobs (as TRL's and verl's colocated engines use it), tensor
             # parallel size 1 unless engine_kwargs say otherwise.
             kwargs.update(distributed_executor_backend="external_launcher")
+        kwargs["mm_processor_kwargs"] = keep_fitted_size(policy.processor)
         kwargs.update(engine_kwargs or {})
 
         # The learner's process group, when there is one, is shared with vLLM (see `close`).
