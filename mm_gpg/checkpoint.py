@@ -234,7 +234,7 @@ def _engine_state_dict(path: Path, zero_stage: int) -> dict[str, torch.Tensor]:
     engine_dir = path / ENGINE_TAG
     if zero_stage < 3:
         model_states = engine_dir / "mp_rank_00_model_states.pt"
-        return torch.load(model_states, map_location="cpu", weights_only=False)["module"]
+        return torch.load(model_states, map_location="cpu", weights_only=True)["module"]
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
     return get_fp32_state_dict_from_zero_checkpoint(str(path), tag=ENGINE_TAG)
 
