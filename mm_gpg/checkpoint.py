@@ -199,6 +199,9 @@ def load_checkpoint(path: str | os.PathLike, learner, dist: Dist) -> dict:
         raise FileNotFoundError(f"checkpoint {str(path)!r}: DeepSpeed found no engine state under {ENGINE_TAG}/")
     learner.load_client_state(client["learner"])
     rng_file = path / "rng" / f"rank-{dist.rank:05d}.pt"
+    # Python's and NumPy's generator states are not plain tensors, so weights_only cannot read
+    # them. This is the run's own resume file, and DeepSpeed's load_checkpoint just above
+    # unpickles the engine files of the same folder anyway: resume only from checkpoints you trust.
     state["rng"] = torch.load(rng_file, weights_only=False)
     return state
 
