@@ -4,7 +4,7 @@
   tokens, and after the last optimizer step the engine's log-probs must equal the learner's (the
   weights were synced after every step, through DeepSpeed's module, warm-start included).
 - The default recipe for 20 GPG steps with vLLM rollouts raises held-out accuracy, as with `hf`
-  (a few minutes: its 300-step warm-start is built once and shared by both runs).
+  (a few minutes: its warm-start is built once and shared by both runs).
 
 Each run is a subprocess running this file as a script (see the bottom), so the vLLM engine
 and its process group do not outlive the test. Skipped where vLLM is not installed, unless
@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -69,8 +70,10 @@ def _summary(run: Path) -> dict:
 def test_twenty_gpg_steps_with_vllm_raise_heldout_accuracy_as_hf_does(tmp_path):
     """The default recipe (configs/tiny_synthetic.yaml) for 20 steps, once per engine, both from
     the same warm-started checkpoint (built by the first run, copied for the second)."""
-    heldout = ("data.heldout=[{source: synthetic, options: {split: heldout, size: 100, tasks: [bar_compare], "
-               "knobs: {bar_compare: {n_bars: 2, min_gap: 40}}}}]")  # the default's task, 100 problems
+    default = yaml.safe_load((REPO / "configs/tiny_synthetic.yaml").read_text())
+    # the default's held-out problems, 100 of them (the override is YAML; JSON is YAML)
+    heldout = "data.heldout=" + json.dumps([{**entry, "options": {**entry["options"], "size": 100}}
+                                            for entry in default["data"]["heldout"]])
     common = ["train", "--config", str(REPO / "configs/tiny_synthetic.yaml"), "train.steps=20", "progress=false",
               f"model.path={tmp_path / 'tiny-qwen2vl'}", heldout, "eval.every=0"]
     results = {}
