@@ -248,7 +248,6 @@ def export_hf(checkpoint: str | os.PathLike, out_dir: str | os.PathLike) -> Path
     ZeRO-3 checkpoints are consolidated from their partitions."""
     from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
-
     path = Path(checkpoint)
     state = read_state(path)
     config = AutoConfig.from_pretrained(path / "hf")
