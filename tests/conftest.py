@@ -3,9 +3,10 @@ import os
 import pytest
 import torch
 
+from mm_gpg.distributed import configure_environment
+
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
-os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(os.path.expanduser("~"), ".cache", "mm_gpg",
-                                                           "torch_extensions"))
+configure_environment()  # DeepSpeed's op cache under the project's cache root (mm_gpg.paths)
 
 
 def pytest_collection_modifyitems(config, items):
