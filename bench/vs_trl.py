@@ -110,7 +110,7 @@ def run_ours(spec: dict) -> dict:
 
     setup_start = time.perf_counter()
     torch.manual_seed(config.train.seed)
-    dist = init_distributed()
+    dist = init_distributed(timeout_s=config.train.collective_timeout_s)
     policy = load_policy(config.model.path, config.model.dtype)
     t, m = config.train, config.model
     learner = Learner(policy, lr=t.lr, warmup_steps=t.warmup_steps, weight_decay=t.weight_decay,
@@ -119,7 +119,7 @@ def run_ours(spec: dict) -> dict:
                       group_size=config.rollout.group_size, train_language_model=m.train_language_model,
                       train_projector=m.train_projector, train_vision_tower=m.train_vision_tower,
                       kl_coef=config.algorithm.kl_coef, world_size=1)
-    engine = build_engine(config.rollout.engine, policy=policy, model_fn=learner.generation_module,
+    engine = build_engine(config.rollout.engine, policy=policy, model_context=learner.generation_context,
                           max_prompts_per_call=config.rollout.max_prompts_per_call, **config.rollout.vllm)
 
     ends: list[float] = []

@@ -47,13 +47,14 @@ def train_command(args) -> int:
 
     started = time.perf_counter()
     torch.manual_seed(config.train.seed)
-    dist = init_distributed()
+    dist = init_distributed(timeout_s=config.train.collective_timeout_s)
     say = print if dist.is_main else (lambda *a, **k: None)
     if config.model.init_tiny and not Path(config.model.path).exists():
         if dist.is_main:
             build_tiny(config.model.path, seed=config.train.seed)
             say(f"built the embedded tiny Qwen2-VL at {config.model.path}")
-        dist.barrier()
+        with dist.stage("set-up: tiny model"):
+            dist.barrier()
     model_path = config.model.path
     if config.warmstart.steps:
         cached = warmstart_dir(config)
@@ -62,8 +63,9 @@ def train_command(args) -> int:
         else:
             policy = load_policy(model_path, config.model.dtype)
             run_warmstart(config, policy, dist, log=say)
-            save_hf(policy.model, policy.processor, cached, dist)
-            dist.barrier()
+            with dist.stage("warm-start"):
+                save_hf(policy.model, policy.processor, cached, dist)
+                dist.barrier()
             say(f"warm-start: saved {cached}")
         model_path = str(cached)
     policy = load_policy(model_path, config.model.dtype)
@@ -75,7 +77,7 @@ def train_command(args) -> int:
                       train_language_model=m.train_language_model, train_projector=m.train_projector,
                       train_vision_tower=m.train_vision_tower, kl_coef=config.algorithm.kl_coef,
                       world_size=dist.world_size)
-    engine = build_engine(config.rollout.engine, policy=policy, model_fn=learner.generation_module,
+    engine = build_engine(config.rollout.engine, policy=policy, model_context=learner.generation_context,
                           max_prompts_per_call=config.rollout.max_prompts_per_call, **config.rollout.vllm)
     heldout = [s for entry in config.data.heldout
                for s in load_source(entry["source"], **entry.get("options", {}))]

@@ -123,6 +123,13 @@ class TrainConfig:
     max_nonfinite: int = 3
     """Stop the run when this many updates in a row had a non-finite loss or gradient norm
     (each such update is skipped and logged)."""
+    collective_timeout_s: float = 1800.0
+    """Seconds a collective (all-reduce, ZeRO gather, barrier, ...) waits for the other processes
+    before the run fails with a message naming the stage it waited in (rollout, learner step,
+    held-out eval, checkpoint, ...) instead of hanging. Must exceed the longest time one process
+    can legitimately spend ahead of another (e.g. a long held-out evaluation). On GPUs NCCL's
+    watchdog ends the process at this limit; the stage is named where the error reaches Python
+    (gloo always; NCCL with TORCH_NCCL_BLOCKING_WAIT=1)."""
 
 
 @dataclass
@@ -298,6 +305,8 @@ def validate(config: Config) -> None:
             fail(f"train.{key}", "must be >= 0")
     if config.train.max_nonfinite < 1:
         fail("train.max_nonfinite", "must be >= 1")
+    if not config.train.collective_timeout_s > 0:
+        fail("train.collective_timeout_s", "must be > 0 (seconds)")
     if config.train.resume is not None and (not isinstance(config.train.resume, str) or not config.train.resume):
         fail("train.resume", "must be null, auto or the path of a checkpoint folder")
     if config.model.dtype not in ("float32", "bfloat16", "float16"):

@@ -4,13 +4,23 @@ One code path serves one process and N: `init_distributed()` joins the group a l
 (`torchrun`, `deepspeed`) set up from its environment (RANK, WORLD_SIZE, MASTER_ADDR, ...) or
 makes a one-rank group, and every collective below is a no-op copy when there is one rank.
 Backend: NCCL on GPUs, gloo on CPUs (`DS_ACCELERATOR=cpu`).
+
+Watchdog: a collective waits at most `timeout_s` (`train.collective_timeout_s`, the process
+group's timeout) for the other ranks. The trainer runs each phase inside `Dist.stage(name)`; a
+collective that fails or times out there is re-raised as `CollectiveError` naming the stage, so
+that a rank left waiting by another (one that failed, exited, or runs a different number of
+collectives) stops with a message saying where, instead of hanging without end. (NCCL's own
+watchdog ends the process at the timeout; its error reaches Python, and so the stage's name,
+only with TORCH_NCCL_BLOCKING_WAIT=1.)
 """
 from __future__ import annotations
 
+import contextlib
+import datetime
 import os
 import socket
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -30,10 +40,49 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+DEFAULT_COLLECTIVE_TIMEOUT_S = 1800.0
+"""How long a collective waits for the other ranks before it fails (torch's own default)."""
+
+# Words in the errors torch raises when a collective fails or times out (gloo raises a plain
+# RuntimeError; newer builds and NCCL raise torch.distributed.DistError subclasses).
+_COLLECTIVE_ERROR_WORDS = ("gloo", "nccl", "timed out", "connection closed", "connection reset",
+                           "broken pipe", "collective")
+
+_stages: list[str] = []
+"""The stages this process is in, innermost last (one trainer per process)."""
+
+
+class CollectiveError(RuntimeError):
+    """A collective failed or timed out while this rank was in a named stage of the training loop."""
+
+    def __init__(self, message: str, stage: str):
+        super().__init__(message)
+        self.stage = stage
+
+
+def current_stage() -> str | None:
+    """The innermost stage this process is in (see `Dist.stage`), or None."""
+    return _stages[-1] if _stages else None
+
+
+def is_collective_failure(exc: BaseException) -> bool:
+    """Whether `exc` is a collective's failure or timeout (as opposed to an error in this rank's
+    own computation, which keeps its type and message)."""
+    dist_error = getattr(torch.distributed, "DistError", None)
+    if dist_error is not None and isinstance(exc, dist_error):
+        return True
+    if not isinstance(exc, RuntimeError) or isinstance(exc, torch.OutOfMemoryError):
+        return False
+    text = str(exc).lower()
+    return any(word in text for word in _COLLECTIVE_ERROR_WORDS)
+
+
 @dataclass(frozen=True)
 class Dist:
     rank: int
     world_size: int
+    timeout_s: float = DEFAULT_COLLECTIVE_TIMEOUT_S
+    """The process group's collective timeout (`train.collective_timeout_s`), for messages."""
 
     @property
     def is_main(self) -> bool:
@@ -73,18 +122,48 @@ class Dist:
         if self.world_size > 1:
             torch.distributed.barrier()
 
+    @contextlib.contextmanager
+    def stage(self, name: str, step: int | None = None) -> Iterator[None]:
+        """Run a phase of the training loop under the name `name` (and its step): a collective that
+        fails or times out inside it (after `timeout_s`) is re-raised as `CollectiveError` naming
+        the stage, the rank and the limit. Stages nest; the innermost one is named. Errors that are
+        not a collective's keep their type and message."""
+        label = name if step is None else f"{name}, step {step}"
+        _stages.append(label)
+        try:
+            yield
+        except CollectiveError:
+            raise  # named by an inner stage already
+        except Exception as exc:
+            if self.world_size == 1 or not is_collective_failure(exc):
+                raise
+            first = " ".join(str(exc).split())[:300]
+            raise CollectiveError(
+                f"rank {self.rank}/{self.world_size}: a collective in stage '{label}' failed or waited longer than "
+                f"train.collective_timeout_s = {self.timeout_s:g} s for the other ranks: another rank failed, "
+                f"exited or is stuck in a different stage (see its log). Cause: {first}", stage=label) from exc
+        finally:
+            _stages.pop()
 
-def init_distributed() -> Dist:
-    """Join the process group a launcher (torchrun / deepspeed) set up, or make a one-rank group."""
+
+def init_distributed(timeout_s: float = DEFAULT_COLLECTIVE_TIMEOUT_S) -> Dist:
+    """Join the process group a launcher (torchrun / deepspeed) set up, or make a one-rank group.
+
+    `timeout_s`: how long any collective of the group (DeepSpeed's included) waits for the other
+    ranks before it fails (see `Dist.stage`). It applies when this call creates the group."""
     configure_environment()
     import deepspeed
 
+    if timeout_s <= 0:
+        raise ValueError(f"collective timeout must be > 0 seconds, got {timeout_s}")
     if "RANK" not in os.environ:
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
                           MASTER_PORT=str(_free_port()))
     if not torch.distributed.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
-        deepspeed.init_distributed(dist_backend=backend, verbose=False)
+        deepspeed.init_distributed(dist_backend=backend, verbose=False,
+                                   timeout=datetime.timedelta(seconds=timeout_s))
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    return Dist(rank=torch.distributed.get_rank(), world_size=torch.distributed.get_world_size())
+    return Dist(rank=torch.distributed.get_rank(), world_size=torch.distributed.get_world_size(),
+                timeout_s=float(timeout_s))

@@ -12,7 +12,7 @@ optimizer (`GuardedAdamW`) refuses the rest (ZeRO stage 0, and a non-finite loss
 gradients), so no stage can take a partial or poisoned step. The learning-rate schedule advances
 only on applied updates (the learner steps it, not DeepSpeed), identically under every stage.
 
-ZeRO-3: each rank holds a slice of every parameter. Generation (`generation_module`), weight
+ZeRO-3: each rank holds a slice of every parameter. Generation (`generation_context`), weight
 sync (`full_named_parameters`) and HF export (`full_state_dict`) gather whole parameters.
 """
 from __future__ import annotations
@@ -157,20 +157,6 @@ def _declare_zero_supported(cls) -> bool:
     return True
 
 
-class _GatheredForGeneration:
-    """The engine's module for HF `generate` under ZeRO-3 (see `zero3_whole_parameters`)."""
-
-    def __init__(self, engine):
-        self._engine = engine
-
-    def generate(self, *args, **kwargs):
-        with zero3_whole_parameters(self._engine) as module:
-            return module.generate(*args, **kwargs)
-
-    def __getattr__(self, name):
-        return getattr(self._engine.module, name)
-
-
 class Learner:
     def __init__(self, policy: Policy, *, lr: float, warmup_steps: int, weight_decay: float, grad_clip: float,
                  zero_stage: int, bf16: bool, micro_batch_groups: int, local_groups: int, group_size: int,
@@ -215,15 +201,33 @@ class Learner:
         self.gas = gas
         self.updates_applied = 0
         self.updates_skipped = 0
+        self._generation_depth = 0  # nesting of `generation_context`
 
     @property
     def module(self) -> torch.nn.Module:
         return self.engine.module
 
-    def generation_module(self):
-        """What a rollout engine generates with: the module itself, or under ZeRO-3 a view whose
-        `generate` runs on gathered (whole) parameters. Pass as the HF engine's `model_fn`."""
-        return _GatheredForGeneration(self.engine) if self.zero_stage == 3 else self.engine.module
+    @contextlib.contextmanager
+    def generation_context(self) -> Iterator[torch.nn.Module]:
+        """The module to generate with, for the duration: under ZeRO-3 with every parameter
+        gathered whole and ZeRO's per-module hooks off (`zero3_whole_parameters`), so that no
+        forward inside runs a collective and ranks may decode different numbers of tokens (or
+        call `generate` different numbers of times); otherwise the module as it is. Entering it
+        is a collective under ZeRO-3: every rank enters it together. Reentrant: an entry inside
+        another costs nothing. Pass as the `hf` engine's `model_context`."""
+        if self.zero_stage != 3 or self._generation_depth:
+            self._generation_depth += 1
+            try:
+                yield self.engine.module
+            finally:
+                self._generation_depth -= 1
+            return
+        with zero3_whole_parameters(self.engine) as module:
+            self._generation_depth = 1
+            try:
+                yield module
+            finally:
+                self._generation_depth = 0
 
     def _gathered(self, params: list):
         if self.zero_stage != 3:

@@ -23,9 +23,17 @@ Survival: `train.checkpoint_every` writes resumable checkpoints (mm_gpg.checkpoi
 continues from one exactly (same data, same samples, same metrics, step for step). An update
 with a non-finite loss or gradient norm is skipped and logged; `train.max_nonfinite` in a row
 stop the run (NonFiniteError).
+
+Watchdog: every phase runs inside `Dist.stage` ("rollout", "rewards/valid count", "learner step",
+"held-out eval", "checkpoint", ...), so a rank left waiting in a collective for longer than
+`train.collective_timeout_s` fails with a message naming the phase instead of hanging. Every
+generating phase runs inside the engine's `generation_scope` (under ZeRO-3: whole weights,
+gathered once), so ranks may generate different numbers of tokens, or call `generate` different
+numbers of times, without a collective in between.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -197,13 +205,14 @@ class Trainer:
                 choice = (resolve_resume(config.train.resume, self.checkpoints), None)
             except FileNotFoundError as exc:
                 choice = (None, str(exc))
-        resume, error = dist.broadcast_object(choice)
-        if error is not None:
-            raise FileNotFoundError(error)
-        if resume is not None:
-            self._resume(Path(resume))
-        elif config.train.resume == "auto":
-            self._truncate_metrics(0)  # a run killed before its first checkpoint starts over
+        with dist.stage("resume"):
+            resume, error = dist.broadcast_object(choice)
+            if error is not None:
+                raise FileNotFoundError(error)
+            if resume is not None:
+                self._resume(Path(resume))
+            elif config.train.resume == "auto":
+                self._truncate_metrics(0)  # a run killed before its first checkpoint starts over
         self.logger = logger or MetricsLogger(config.output_dir, enabled=dist.is_main)
 
     # ------------------------------------------------------------ checkpoints
@@ -224,8 +233,9 @@ class Trainer:
     def save_checkpoint(self) -> Path:
         """A resumable checkpoint of the current step (every rank must call it)."""
         started = time.perf_counter()
-        path = save_checkpoint(self.checkpoints, self.state.step, self.learner, self._trainer_state(), self.dist,
-                               keep=self.config.train.keep_checkpoints, processor=self.policy.processor)
+        with self.dist.stage("checkpoint", self.state.step):
+            path = save_checkpoint(self.checkpoints, self.state.step, self.learner, self._trainer_state(), self.dist,
+                                   keep=self.config.train.keep_checkpoints, processor=self.policy.processor)
         self._say(f"checkpoint {path} saved in {time.perf_counter() - started:.2f} s")
         return path
 
@@ -264,17 +274,21 @@ class Trainer:
         n_global = cfg.train.prompts_per_step
         sampled: list[Group] = []
         draws, first_valid = 0, None
+        step = self.state.step + 1
         while True:
             seed = sampling_seed(cfg.train.seed, self.state.step, draws, self.dist.rank)
-            sampled += rollout_groups(cfg, self.policy, self.engine, self.scorer, self._draw(), seed)
+            with self.dist.stage("rollout", step), self._generation_scope():
+                sampled += rollout_groups(cfg, self.policy, self.engine, self.scorer, self._draw(), seed)
             draws += 1
-            n_valid = self.dist.sum([sum(g.valid for g in sampled)])[0]  # every rank decides alike
+            with self.dist.stage("rewards/valid count", step):
+                n_valid = self.dist.sum([sum(g.valid for g in sampled)])[0]  # every rank decides alike
             if first_valid is None:
                 first_valid = n_valid / n_global
             enough = n_valid >= cfg.algorithm.min_valid_fraction * n_global
             if not algo.resamples or enough or draws > cfg.algorithm.max_extra_draws:
                 break
-        batch = self._assemble(sampled)
+        with self.dist.stage("batch assembly", step):
+            batch = self._assemble(sampled)
         self.state.total_draws += draws
         return batch, sampled, {"groups/valid_fraction_first_draw": first_valid, "groups/draws": draws}
 
@@ -314,14 +328,24 @@ class Trainer:
                 "grad_norm": result.grad_norm, "entropy": entropy / max(1.0, n_tokens), "lr": result.lr,
                 "tokens": n_tokens, "nonfinite/skipped": float(result.skipped)}
 
+    def _generation_scope(self):
+        """The engine's `generation_scope` (see RolloutEngine); an engine without one (a duck-typed
+        engine that does not generate with the learner's module) needs none."""
+        scope = getattr(self.engine, "generation_scope", None)
+        return scope() if scope is not None else contextlib.nullcontext()
+
     def sync_weights(self) -> None:
         if not self.engine.shares_learner_weights:
-            self.engine.load_weights(self.learner.full_state())
+            with self.dist.stage("weight sync", self.state.step):
+                self.engine.load_weights(self.learner.full_state())
 
     def evaluate(self, step: int) -> dict:
         if self.evaluator is None:
             return {}
-        metrics = self.evaluator(self.engine, step)
+        # One scope around the whole evaluation: an evaluator may call `generate` a different
+        # number of times on each rank (e.g. the suite's per-benchmark batches of uneven slices).
+        with self.dist.stage("held-out eval", step), self._generation_scope():
+            metrics = self.evaluator(self.engine, step)
         self.logger.log(step, metrics)
         return metrics
 
@@ -362,13 +386,16 @@ class Trainer:
                 start = time.perf_counter()
                 batch, sampled, collect_metrics = self.collect()
                 rollout_time = time.perf_counter() - start
-                update_metrics = self.update(batch)
+                with self.dist.stage("learner step", self.state.step + 1):
+                    update_metrics = self.update(batch)
                 skipped = bool(update_metrics["nonfinite/skipped"])
                 if not skipped:
                     self.sync_weights()
                 self.state.step += 1
                 elapsed = time.perf_counter() - start
-                metrics = {**step_metrics(sampled, self.dist), **collect_metrics, **update_metrics,
+                with self.dist.stage("metrics", self.state.step):
+                    reward_metrics = step_metrics(sampled, self.dist)
+                metrics = {**reward_metrics, **collect_metrics, **update_metrics,
                            "nonfinite/in_a_row": self.state.nonfinite_in_a_row + 1 if skipped else 0,
                            "time/step": elapsed, "time/rollout": rollout_time,
                            "time/learner": elapsed - rollout_time,
@@ -397,6 +424,7 @@ class Trainer:
     def save_pretrained(self, out_dir: str | os.PathLike) -> Path | None:
         """The policy in HF format (loadable by from_pretrained / vLLM), written atomically.
         Every rank must call it (under ZeRO-3 the weights are gathered)."""
-        state_dict = self.learner.full_state_dict() if getattr(self.learner, "zero_stage", 0) == 3 else None
-        return save_hf(self.learner.module, self.policy.processor, out_dir, self.dist, state_dict=state_dict)
+        with self.dist.stage("final export"):
+            state_dict = self.learner.full_state_dict() if getattr(self.learner, "zero_stage", 0) == 3 else None
+            return save_hf(self.learner.module, self.policy.processor, out_dir, self.dist, state_dict=state_dict)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import abc
+import contextlib
 import difflib
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
@@ -46,6 +47,14 @@ class RolloutEngine(abc.ABC):
     def shares_learner_weights(self) -> bool:
         """True when the engine generates with the learner's own module (no sync needed)."""
         return False
+
+    def generation_scope(self) -> contextlib.AbstractContextManager:
+        """A context inside which `generate` runs no collective with other ranks, however many
+        tokens or calls each rank makes: every rank enters it together (it may gather weights),
+        then each generates at its own pace. The trainer holds it around each rollout and each
+        evaluation; `generate` enters it too (nested entries cost nothing). Default: nothing to
+        hold (an engine with its own copy of the weights)."""
+        return contextlib.nullcontext()
 
     def close(self) -> None:
         pass

@@ -1,6 +1,7 @@
 """Rollouts with Hugging Face `generate`, on the learner's own module (works anywhere)."""
 from __future__ import annotations
 
+import contextlib
 from typing import Iterable
 
 import torch
@@ -31,16 +32,18 @@ def left_pad(rows: list[torch.Tensor], value: int) -> torch.Tensor:
 
 @register_engine("hf")
 class HFRolloutEngine(RolloutEngine):
-    def __init__(self, policy, model_fn=None, max_prompts_per_call: int = 64, share_prompts: bool = True,
+    def __init__(self, policy, model_context=None, max_prompts_per_call: int = 64, share_prompts: bool = True,
                  **_unused):
-        """`model_fn()` returns the module to generate with (the learner's, possibly wrapped);
-        defaults to `policy.model`. `share_prompts`: for the families of
+        """`model_context()` returns a context manager that yields the module to generate with
+        and holds it ready for the whole `generate` call (the learner's `generation_context`:
+        under ZeRO-3 its whole, gathered weights); defaults to `policy.model` as it is.
+        `share_prompts`: for the families of
         `mm_gpg.policy.SHARED_PROMPT_MODEL_TYPES`, prefill each prompt once for its group and
         decode in the engine's own loop (False: always `generate`)."""
         if _unused:
             raise TypeError(f"hf rollout engine: unsupported option(s) {sorted(_unused)}")
         self.policy = policy
-        self.model_fn = model_fn or (lambda: policy.model)
+        self.model_context = model_context or (lambda: contextlib.nullcontext(policy.model))
         self.max_prompts_per_call = max_prompts_per_call
         self.share_prompts = share_prompts
         self.block = LogitsProcessorList([BlockTokens(policy.blocked_tokens)])
@@ -52,16 +55,22 @@ class HFRolloutEngine(RolloutEngine):
     def load_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Nothing to copy: generation runs on the learner's parameters."""
 
+    def generation_scope(self):
+        """The model provider's context (see `RolloutEngine.generation_scope`)."""
+        return self.model_context()
+
     @torch.no_grad()
     def generate(self, prompts: list, n: int, sampling: SamplingParams) -> list[list[Completion]]:
         torch.manual_seed(sampling.seed)
         out: list[list[Completion]] = []
-        for start in range(0, len(prompts), self.max_prompts_per_call):
-            out += self._generate(prompts[start:start + self.max_prompts_per_call], n, sampling)
+        # One context for the whole call, every chunk and every token in it: under ZeRO-3 no
+        # forward inside gathers weights, so this rank may stop decoding before the others.
+        with self.model_context() as model:
+            for start in range(0, len(prompts), self.max_prompts_per_call):
+                out += self._generate(model, prompts[start:start + self.max_prompts_per_call], n, sampling)
         return out
 
-    def _generate(self, prompts: list, n: int, sampling: SamplingParams) -> list[list[Completion]]:
-        model = self.model_fn()
+    def _generate(self, model, prompts: list, n: int, sampling: SamplingParams) -> list[list[Completion]]:
         base = getattr(model, "model", None)
         if self.share_prompts and base is not None and shares_prompt_prefix(base):
             rows = self._decode_on_shared_prompts(model, base, prompts, n, sampling)

@@ -79,7 +79,7 @@ def _repack_output_embeddings(worker) -> int:
 
 @register_engine("vllm")
 class VLLMRolloutEngine(RolloutEngine):
-    def __init__(self, policy, model_fn=None, max_prompts_per_call: int = 64, *,
+    def __init__(self, policy, model_context=None, max_prompts_per_call: int = 64, *,
                  model_path: str | None = None, dtype: str | None = None,
                  gpu_memory_utilization: float | None = None, max_model_len: int | None = None,
                  enforce_eager: bool | None = None, kv_cache_memory_bytes: int | None = None,
@@ -89,7 +89,7 @@ class VLLMRolloutEngine(RolloutEngine):
                  engine_kwargs: dict | None = None):
         """
         policy: the `mm_gpg.policy.Policy` (tokenizer, blocked-token mask, end-of-turn id).
-        model_fn: unused (vLLM holds its own copy of the weights; see `load_weights`).
+        model_context: unused (vLLM holds its own copy of the weights; see `load_weights`).
         max_prompts_per_call: prompts per vLLM `generate` call (bounds the outputs held at once).
         model_path: checkpoint to load; defaults to the directory or hub id the policy was loaded
             from (`policy.model.name_or_path`), which must hold the learner's starting weights.
