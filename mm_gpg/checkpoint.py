@@ -7,12 +7,18 @@ A checkpoint is one folder, `<output_dir>/checkpoints/step-NNNNNNNN/`:
     rng/rank-NNNNN.pt     every random state of each rank: Python, NumPy, torch (and CUDA)
     hf/                   the model config and processor files, so `export_hf` needs nothing else
     trainer_state.json    step, data position (the mixture's state), draw counters, the
-                          non-finite streak, the metrics file's length; written last
+                          non-finite streak, how many metrics records the step had
+    manifest.json         every other file's size and SHA-256; written last
 
 It is written under a temporary name (`.tmp-step-NNNNNNNN`) and renamed into place only when
-every rank has finished writing, so a folder named `step-*` with a `trainer_state.json` is
-always whole: a run killed mid-save leaves a `.tmp-*` folder that the next save clears away and
-`resume: auto` never picks. The newest `keep` checkpoints are kept.
+every rank has finished writing, so a run killed mid-save leaves a `.tmp-*` folder that the next
+save clears away and `resume: auto` never picks. The newest `keep` checkpoints are kept.
+
+A disk that fills, a copy cut short or a stray edit can still damage a renamed checkpoint, so
+resuming verifies the manifest first (`verify_checkpoint`): `resume: auto` skips a damaged
+checkpoint with a warning naming the file and what is wrong and takes the newest intact one; an
+explicit checkpoint path that fails verification is an error naming the file. Loading a damaged
+file would otherwise fail deep inside torch or DeepSpeed with a message naming no file.
 
 All ranks write into the same folder, so a multi-node run needs `output_dir` on a filesystem
 every node sees (the usual shared storage).
@@ -22,10 +28,12 @@ for `from_pretrained` or vLLM, on one CPU process.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,6 +46,7 @@ from .distributed import Dist
 PREFIX = "step-"
 TMP_PREFIX = ".tmp-step-"
 STATE_FILE = "trainer_state.json"
+MANIFEST_FILE = "manifest.json"
 ENGINE_TAG = "deepspeed"
 FORMAT_VERSION = 1
 
@@ -46,6 +55,11 @@ class NonFiniteError(FloatingPointError, ValueError):
     """A run stopped because of non-finite values (loss, gradient norm or weights).
 
     A ValueError too, so that the CLI reports it as one clear line instead of a traceback."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that fails verification (missing, truncated or altered files); a ValueError,
+    so that the CLI reports it as one line naming the file."""
 
 
 def checkpoint_root(output_dir: str | os.PathLike) -> Path:
@@ -69,20 +83,99 @@ def complete_checkpoints(root: str | os.PathLike) -> list[Path]:
     return sorted(found, key=checkpoint_step)
 
 
-def resolve_resume(resume: str | None, root: str | os.PathLike) -> Path | None:
-    """`train.resume` -> the checkpoint folder to load, or None to start fresh."""
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_manifest(folder: str | os.PathLike) -> Path:
+    """Record every file under `folder` (size, SHA-256) in its manifest; call it last."""
+    folder = Path(folder)
+    files = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST_FILE):
+        files[path.relative_to(folder).as_posix()] = {"size": path.stat().st_size, "sha256": _sha256(path)}
+    out = folder / MANIFEST_FILE
+    _fsync_write(out, json.dumps({"format": 1, "files": files}, indent=1, sort_keys=True) + "\n")
+    return out
+
+
+def verify_checkpoint(folder: str | os.PathLike) -> None:
+    """Raise CheckpointError naming the first file of `folder` that is missing, of the wrong size
+    or of other contents than its manifest records (or the manifest itself, when unreadable)."""
+    folder = Path(folder)
+    manifest_path = folder / MANIFEST_FILE
+    if not manifest_path.is_file():
+        raise CheckpointError(f"{manifest_path}: missing (the save did not finish, or the checkpoint predates "
+                              f"manifests); cannot verify {folder}")
+    try:
+        files = json.loads(manifest_path.read_text(encoding="utf-8"))["files"]
+        entries = [(str(rel), int(entry["size"]), str(entry["sha256"])) for rel, entry in files.items()]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"{manifest_path}: unreadable manifest ({type(exc).__name__}: "
+                              f"{' '.join(str(exc).split())})") from None
+    if not any(rel == STATE_FILE for rel, _, _ in entries):
+        raise CheckpointError(f"{manifest_path}: lists no {STATE_FILE}")
+    for rel, size, sha in entries:
+        path = folder / rel
+        if ".." in Path(rel).parts or Path(rel).is_absolute():
+            raise CheckpointError(f"{manifest_path}: file name {rel!r} leaves the checkpoint folder")
+        if not path.is_file():
+            raise CheckpointError(f"{path}: missing (the manifest lists it)")
+        actual = path.stat().st_size
+        if actual != size:
+            raise CheckpointError(f"{path}: {actual} bytes, the manifest says {size} (truncated or replaced)")
+        try:
+            if _sha256(path) != sha:
+                raise CheckpointError(f"{path}: contents differ from the manifest's SHA-256 (damaged)")
+        except OSError as exc:
+            raise CheckpointError(f"{path}: unreadable ({exc.strerror or exc})") from None
+
+
+def _warn(text: str) -> None:
+    print(f"mm-gpg: warning: {text}", file=sys.stderr, flush=True)
+
+
+def resolve_resume(resume: str | None, root: str | os.PathLike, warn=_warn) -> Path | None:
+    """`train.resume` -> the verified checkpoint folder to load, or None to start fresh.
+
+    auto: the newest checkpoint that passes `verify_checkpoint`; each damaged newer one is
+    skipped with `warn(text)`. When every checkpoint is damaged this is an error rather than a
+    fresh start, which would throw the run's history away. An explicit folder (or a checkpoints
+    folder, meaning its newest) must verify: CheckpointError names the file."""
     if resume is None:
         return None
     if resume == "auto":
         found = complete_checkpoints(root)
-        return found[-1] if found else None
+        problems = []
+        for path in reversed(found):
+            try:
+                verify_checkpoint(path)
+            except CheckpointError as exc:
+                problems.append(str(exc))
+                warn(f"resume: auto: skipping damaged checkpoint {path.name}: {exc}")
+                continue
+            if problems:
+                warn(f"resume: auto: resuming from {path.name}, the newest intact checkpoint")
+            return path
+        if problems:
+            raise CheckpointError(f"resume: auto: no intact checkpoint under {str(root)!r} ({'; '.join(problems)}); "
+                                  f"set train.resume to null to start over")
+        return None
     path = Path(resume).expanduser()
     if not (path / STATE_FILE).is_file():
         if path.is_dir() and complete_checkpoints(path):  # the checkpoints folder itself
-            return complete_checkpoints(path)[-1]
-        raise FileNotFoundError(f"train.resume: {str(path)!r} is not a complete checkpoint (no {STATE_FILE}); "
-                                f"complete ones under {str(root)!r}: "
-                                f"{[p.name for p in complete_checkpoints(root)] or 'none'}")
+            path = complete_checkpoints(path)[-1]
+        else:
+            raise FileNotFoundError(f"train.resume: {str(path)!r} is not a complete checkpoint (no {STATE_FILE}); "
+                                    f"complete ones under {str(root)!r}: "
+                                    f"{[p.name for p in complete_checkpoints(root)] or 'none'}")
+    try:
+        verify_checkpoint(path)
+    except CheckpointError as exc:
+        raise CheckpointError(f"train.resume: checkpoint {str(path)!r} is damaged: {exc}") from None
     return path
 
 
@@ -165,6 +258,7 @@ def save_checkpoint(root: str | os.PathLike, step: int, learner, trainer_state: 
         state = {"format": FORMAT_VERSION, "step": step, "world_size": dist.world_size,
                  "zero_stage": learner.zero_stage, "saved_at": time.time(), **trainer_state}
         _fsync_write(tmp / STATE_FILE, json.dumps(state, indent=1, sort_keys=True) + "\n")
+        write_manifest(tmp)  # last: it vouches for every file above
         _fsync_dir(tmp)
         if final.exists():  # the same step again (a run resumed from an older checkpoint)
             shutil.rmtree(final)

@@ -118,8 +118,13 @@ class TrainConfig:
     keep_checkpoints: int = 2
     """Keep the newest this many checkpoints, deleting older ones (0: keep all)."""
     resume: str | None = None
-    """null: start fresh; auto: continue from the newest complete checkpoint under
-    output_dir/checkpoints (fresh when there is none); or the path of a checkpoint folder."""
+    """null: start fresh; auto: continue from the newest intact checkpoint under
+    output_dir/checkpoints (its manifest verified; damaged newer ones are skipped with a warning;
+    fresh when there is none); or the path of a checkpoint folder, which must verify."""
+    resume_without_history: bool = False
+    """Let a resumed run continue when its metrics history (output_dir/metrics.jsonl) is missing,
+    unreadable or shorter than the checkpoint recorded; the readable records are kept. Off: such a
+    resume is an error, so a run never silently loses its history."""
     max_nonfinite: int = 3
     """Stop the run when this many updates in a row had a non-finite loss or gradient norm
     (each such update is skipped and logged)."""

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +52,7 @@ from .checkpoint import (NonFiniteError, checkpoint_root, load_checkpoint, resol
                          save_checkpoint, save_hf)
 from .config import Config
 from .distributed import Dist
-from .metrics import MetricsLogger
+from .metrics import HistoryError, MetricsLogger
 from .policy import Policy
 from .prompting import Prompt, encode_prompts
 from .rollout import Completion, RolloutEngine, SamplingParams
@@ -198,22 +199,23 @@ class Trainer:
         self.checkpoints = checkpoint_root(config.output_dir)
         self.resumed_from: Path | None = None
         self._rng_to_restore = None
-        # Rank 0 picks the checkpoint, so that every rank loads the same one (or fails alike).
+        self.logger = logger or MetricsLogger(config.output_dir, enabled=dist.is_main)
+        # Rank 0 picks (and verifies) the checkpoint, so that every rank loads the same one (or
+        # fails alike).
         choice: tuple = (None, None)
         if dist.is_main:
             try:
                 choice = (resolve_resume(config.train.resume, self.checkpoints), None)
-            except FileNotFoundError as exc:
-                choice = (None, str(exc))
+            except (FileNotFoundError, ValueError) as exc:
+                choice = (None, (type(exc) is FileNotFoundError, str(exc)))
         with dist.stage("resume"):
             resume, error = dist.broadcast_object(choice)
             if error is not None:
-                raise FileNotFoundError(error)
+                raise (FileNotFoundError if error[0] else ValueError)(error[1])
             if resume is not None:
                 self._resume(Path(resume))
             elif config.train.resume == "auto":
-                self._truncate_metrics(0)  # a run killed before its first checkpoint starts over
-        self.logger = logger or MetricsLogger(config.output_dir, enabled=dist.is_main)
+                self.logger.reset()  # a run killed before its first checkpoint starts over
 
     # ------------------------------------------------------------ checkpoints
 
@@ -222,13 +224,12 @@ class Trainer:
             print(text, flush=True)
 
     def _trainer_state(self) -> dict:
-        metrics_path = Path(self.config.output_dir) / "metrics.jsonl"
         return {"trainer": {"step": self.state.step, "total_draws": self.state.total_draws,
                             "nonfinite_in_a_row": self.state.nonfinite_in_a_row,
                             "nonfinite_steps": self.state.nonfinite_steps[-100:],
                             "first_eval": self.state.first_eval},
                 "mixture": self.mixture.state_dict(),
-                "metrics_bytes": metrics_path.stat().st_size if metrics_path.exists() else 0}
+                "metrics": self.logger.position(self.state.step)}
 
     def save_checkpoint(self) -> Path:
         """A resumable checkpoint of the current step (every rank must call it)."""
@@ -249,16 +250,21 @@ class Trainer:
         self.mixture.load_state_dict(state["mixture"])
         self._rng_to_restore = state["rng"]
         # Records written after the checkpoint (by the run that was stopped) are written again.
-        self._truncate_metrics(state["metrics_bytes"])
+        # Rank 0 owns the file; every rank fails alike when its history is damaged.
+        outcome: tuple = (None, None)
+        if self.dist.is_main:
+            try:
+                outcome = (self.logger.cut_back(state["metrics"],
+                                                required=not self.config.train.resume_without_history), None)
+            except ValueError as exc:
+                outcome = (None, str(exc))
+        note, error = self.dist.broadcast_object(outcome)
+        if error is not None:
+            raise HistoryError(error)
+        if note is not None:
+            print(f"mm-gpg: warning: resume: {note} (train.resume_without_history)", file=sys.stderr, flush=True)
         self.resumed_from = path
         self._say(f"resumed from {path} (step {self.state.step}) in {time.perf_counter() - started:.2f} s")
-
-    def _truncate_metrics(self, size: int) -> None:
-        path = Path(self.config.output_dir) / "metrics.jsonl"
-        if self.dist.is_main and path.exists() and path.stat().st_size > size:
-            with open(path, "r+b") as f:
-                f.truncate(size)
-        self.dist.barrier()
 
     # ------------------------------------------------------------ one step
 

@@ -159,7 +159,7 @@ def test_sigkill_at_a_random_step_then_resume_gives_the_uninterrupted_run(tiny_m
 def test_resume_picks_the_newest_whole_checkpoint_and_names_a_bad_path(tmp_path):
     """auto: the newest folder with its trainer_state.json (a temp folder or one without the
     state file is a half-written checkpoint); none: start fresh; a bad path: a clear error."""
-    from mm_gpg.checkpoint import STATE_FILE, resolve_resume
+    from mm_gpg.checkpoint import STATE_FILE, resolve_resume, write_manifest
     root = tmp_path / "checkpoints"
     assert resolve_resume("auto", root) is None and resolve_resume(None, root) is None
     for name, whole in (("step-00000002", True), ("step-00000004", True), ("step-00000006", False),
@@ -167,6 +167,7 @@ def test_resume_picks_the_newest_whole_checkpoint_and_names_a_bad_path(tmp_path)
         (root / name).mkdir(parents=True)
         if whole:
             (root / name / STATE_FILE).write_text("{}")
+            write_manifest(root / name)
     assert resolve_resume("auto", root) == root / "step-00000004"
     assert resolve_resume(str(root / "step-00000002"), root) == root / "step-00000002"
     assert resolve_resume(str(root), root) == root / "step-00000004"  # a checkpoints folder: its newest
