@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--path", default=None, help="hub id, local file or local folder")
     p.add_argument("--split", default=None)
     p.add_argument("--config", default=None)
-    p.add_argument("--image-dir", default=None, help="folder that relative image paths resolve against")
+    p.add_argument("--image-dir", default=None, help="where relative image paths are looked for after the data file's folder")
     p.add_argument("--on-bad-record", choices=("error", "skip"), default=None)
     p.add_argument("--streaming", action="store_true", help="read the source as a stream")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",

@@ -7,8 +7,9 @@
     mm-gpg eval compare A/report.json B/report.json [--output diff.md|diff.json]
     mm-gpg eval suites
 
-Exit status: 0 when every benchmark ran, 1 when a benchmark could not be loaded (the others
-still ran and the report says which failed), 2 for a usage error.
+Exit status: 0 when every benchmark ran, 1 when a benchmark failed (its source could not be
+loaded, gave 0 samples, or skipped more than `max_skipped_fraction` of its records as malformed;
+the others still ran and the report says which failed and why), 2 for a usage error.
 """
 from __future__ import annotations
 

@@ -23,7 +23,8 @@ MAX_ERROR_CHARS = 500
 def error_text(exc: BaseException) -> str:
     text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
     text = " ".join(str(text).split())
-    out = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    out = f"{type(exc).__name__}: {text}" if text and not isinstance(exc, BenchmarkDataError) else (
+        text or type(exc).__name__)  # a data problem's message says what it is
     return out if len(out) <= MAX_ERROR_CHARS else out[:MAX_ERROR_CHARS] + "…"
 
 
@@ -70,6 +71,35 @@ class Selected:
     """Records the adapter left out as malformed (`on_bad_record: skip`)."""
     bad_records: list | None = None
 
+    def info(self) -> dict:
+        """What the report keeps of the loading (`build_report`'s `loaded` entry)."""
+        return {"available": self.available, "selected": len(self.indices), "skipped": self.skipped,
+                "bad_records": self.bad_records}
+
+
+class BenchmarkDataError(ValueError):
+    """A benchmark whose source opened but gave too few usable records: 0 samples, or more
+    skipped than its `max_skipped_fraction`. `selected` is what was read (for the report); a
+    score over what is left would look like a result while measuring a fraction of the set."""
+
+    def __init__(self, message: str, selected: Selected):
+        super().__init__(message)
+        self.selected = selected
+
+
+def data_problem(b, selected: Selected) -> str | None:
+    """Why the records `selected` read for benchmark `b` are not a benchmark run, or None."""
+    read = selected.available + selected.skipped  # records looked at (all, or up to `limit`)
+    first = f"; the first: {selected.bad_records[0]}" if selected.bad_records else ""
+    if not selected.indices and b.limit != 0:  # `limit: 0` asks for nothing: not a data problem
+        if not selected.skipped:
+            return "read 0 samples: the source holds no records" + (f" for split {b.split!r}" if b.split else "")
+        return f"read 0 samples: {selected.skipped} of {read} record(s) skipped{first}"
+    if read and selected.skipped / read > b.max_skipped_fraction:
+        return (f"{selected.skipped} of {read} record(s) skipped ({100 * selected.skipped / read:.1f} % > "
+                f"max_skipped_fraction {100 * b.max_skipped_fraction:g} %){first}")
+    return None
+
 
 def _accepts(fn, name: str) -> bool:
     try:
@@ -80,7 +110,8 @@ def _accepts(fn, name: str) -> bool:
 
 
 def load_benchmark(b, cache_dir: str | None = None) -> Selected:
-    """Open the benchmark's source and choose the samples (`subset`, then `limit`)."""
+    """Open the benchmark's source and choose the samples (`subset`, then `limit`). Raises
+    `BenchmarkDataError` when the source gives 0 samples or skips too many records."""
     from data_prep.registry import get_source
     fn = get_source(b.source)
     options = b.loader_options()
@@ -104,9 +135,13 @@ def load_benchmark(b, cache_dir: str | None = None) -> Selected:
         indices = sorted(ranked[:b.subset["size"]])
     if b.limit is not None:
         indices = indices[:b.limit]
-    return Selected(source=source, indices=indices, available=available,
-                    skipped=int(getattr(source, "skipped", 0) or 0),
-                    bad_records=list(getattr(source, "bad_records", []) or [])[:5])
+    selected = Selected(source=source, indices=indices, available=available,
+                        skipped=int(getattr(source, "skipped", 0) or 0),
+                        bad_records=list(getattr(source, "bad_records", []) or [])[:5])
+    problem = data_problem(b, selected)
+    if problem is not None:
+        raise BenchmarkDataError(problem, selected)
+    return selected
 
 
 # ---------------------------------------------------------------------------------------------

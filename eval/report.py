@@ -119,14 +119,17 @@ def _table(header: list[str], rows: list[list[str]], markdown: bool) -> list[str
 def summary_rows(report: dict) -> tuple[list[str], list[list[str]]]:
     ks = {e.get("k", 1) for e in report["benchmarks"].values()}
     with_pass = any(k and k > 1 for k in ks)
-    header = ["benchmark", "n", "accuracy", "95% CI"] + (["pass@k", "pass@k CI"] if with_pass else []) + \
+    header = ["benchmark", "n", "skipped", "accuracy", "95% CI"] + (["pass@k", "pass@k CI"] if with_pass else []) + \
              ["parse fail", "timeouts", "errors", "format"]
     rows = []
     for name, e in report["benchmarks"].items():
+        # records the source left out as malformed: a benchmark that silently lost most of its
+        # records must not read like a small one
+        skipped = str(e["skipped_records"]) if e.get("skipped_records") is not None else "-"
         if e["status"] == "failed" and not e["predictions"]:
-            rows.append([name, "-", "FAILED", "-"] + (["-", "-"] if with_pass else []) + ["-", "-", "-", "-"])
+            rows.append([name, "-", skipped, "FAILED", "-"] + (["-", "-"] if with_pass else []) + ["-", "-", "-", "-"])
             continue
-        row = [name, str(e["n"]), pct(e["accuracy"]), ci_text(e["ci95"])]
+        row = [name, str(e["n"]), skipped, pct(e["accuracy"]), ci_text(e["ci95"])]
         if with_pass:
             k = e.get("k", 1)
             row += [f"{pct(e.get('pass_at_k'))} (k={k})" if k > 1 else "-", ci_text(e.get("pass_at_k_ci95"))]
@@ -134,7 +137,8 @@ def summary_rows(report: dict) -> tuple[list[str], list[list[str]]]:
                 pct(e["format_rate"])]
         rows.append(row)
     macro = report["summary"]["macro_accuracy"]
-    rows.append(["macro average", str(report["summary"]["samples"]), pct(macro), ""] +
+    total_skipped = sum(e.get("skipped_records") or 0 for e in report["benchmarks"].values())
+    rows.append(["macro average", str(report["summary"]["samples"]), str(total_skipped), pct(macro), ""] +
                 (["", ""] if with_pass else []) + ["", "", "", ""])
     return header, rows
 
@@ -208,9 +212,10 @@ def render(report: dict, markdown: bool) -> str:
     header, rows = summary_rows(report)
     lines.extend(_table(header, rows, markdown))
     failed = report["summary"]["failed"]
-    if failed:
+    if failed:  # right under the table: which benchmark failed and why, the first reason included
         lines.append("")
-        lines.append("Benchmarks that failed to load: " + ", ".join(failed))
+        for name in failed:
+            lines.append(("- " if markdown else "") + f"FAILED {name}: {report['benchmarks'][name]['error']}")
     for name, e in report["benchmarks"].items():
         lines.append("")
         lines.extend(_benchmark_lines(name, e, markdown))

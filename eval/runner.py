@@ -165,10 +165,11 @@ class SuiteRun:
                     selected = core.load_benchmark(b, cache_dir=self.cache_dir)
                 except Exception as exc:  # a missing or broken source: report it, go on
                     failed[b.name] = core.error_text(exc)
+                    if isinstance(exc, core.BenchmarkDataError):  # it read: keep the counts for the report
+                        loaded[b.name] = exc.selected.info()
                     self.log(f"[{b.name}] FAILED to load: {failed[b.name]}")
                     continue
-                loaded[b.name] = {"available": selected.available, "selected": len(selected.indices),
-                                  "skipped": selected.skipped, "bad_records": selected.bad_records}
+                loaded[b.name] = selected.info()
                 todo = [i for i in selected.indices if (b.name, i) not in done]
                 self.log(f"[{b.name}] {len(selected.indices)} sample(s)"
                          + (f", {len(selected.indices) - len(todo)} already scored" if len(todo) < len(selected.indices) else ""))

@@ -19,6 +19,7 @@ every entry, and `benchmarks`, a list of entries:
 | `categories` | keys to break accuracy down by: `task`, `answer_type` or a `Sample.meta` key (list values count in each of their categories) |
 | `batch_size` | prompts per generate call |
 | `local`, `local_options` | with `--data-root DIR`: the data is read from `DIR/<local>` (default: the entry's name) when that exists, with `local_options` (relative `image_dir` resolved against it) |
+| `max_skipped_fraction` | the benchmark fails (and `mm-gpg eval` exits 1) when its source skips more than this fraction of the records it read as malformed (default 0.05); one that reads 0 samples always fails |
 
 Command-line `--set` overrides edit the raw YAML before it is checked: `defaults.sampling.n=4`,
 `mathvista.options.path=/data/MathVista`.
@@ -39,7 +40,7 @@ SUITES_DIR = Path(__file__).resolve().parent / "suites"
 PROMPT_STYLES = ("r1", "boxed", "direct")
 ENTRY_KEYS = ("name", "source", "split", "options", "limit", "subset", "prompt_style", "system_prompt",
               "min_pixels", "max_pixels", "sampling", "verifier", "categories", "batch_size", "local",
-              "local_options")
+              "local_options", "max_skipped_fraction")
 SAMPLING_KEYS = ("n", "greedy", "temperature", "top_p", "top_k", "max_new_tokens")
 TOP_KEYS = ("name", "description", "defaults", "benchmarks")
 PATH_OPTIONS = ("path", "image_dir")
@@ -83,6 +84,8 @@ class Benchmark:
     batch_size: int = 8
     local: str | None = None
     local_options: dict = field(default_factory=dict)
+    max_skipped_fraction: float = 0.05
+    """More skipped (malformed) records than this fraction of those read fails the benchmark."""
 
     def loader_options(self) -> dict:
         """Keyword arguments for `load_source(self.source, ...)` (without `limit`)."""
@@ -278,6 +281,9 @@ def _benchmark(raw: dict, where: str) -> Benchmark:
     split = raw.get("split")
     if split is not None and not isinstance(split, str):
         raise SuiteError(f"{where}.split: expected a string, got {split!r}")
+    max_skipped = _number(raw.get("max_skipped_fraction", 0.05), f"{where}.max_skipped_fraction")
+    if not 0.0 <= max_skipped <= 1.0:
+        raise SuiteError(f"{where}.max_skipped_fraction: expected a fraction in [0, 1], got {max_skipped!r}")
     b = Benchmark(
         name=name, source=source, split=split, options=dict(options),
         limit=_int(raw.get("limit"), f"{where}.limit", optional=True), subset=subset,
@@ -286,7 +292,7 @@ def _benchmark(raw: dict, where: str) -> Benchmark:
         max_pixels=_int(raw.get("max_pixels", 1280 * 28 * 28), f"{where}.max_pixels", minimum=1),
         sampling=_sampling(raw.get("sampling"), f"{where}.sampling"), verifier=dict(verifier),
         categories=list(categories), batch_size=_int(raw.get("batch_size", 8), f"{where}.batch_size", minimum=1),
-        local=raw.get("local"), local_options=dict(local_options))
+        local=raw.get("local"), local_options=dict(local_options), max_skipped_fraction=max_skipped)
     if b.min_pixels > b.max_pixels:
         raise SuiteError(f"{where}: min_pixels {b.min_pixels} > max_pixels {b.max_pixels}")
     return b

@@ -143,6 +143,33 @@ def test_clevr_count_and_superclevr(tmp_path, cache):
     assert [s.answer for s in sc] == ["3", "4", "5"] and colour(sc[1].images[0]) == hub.PALETTE[1]
 
 
+def test_relative_image_paths_resolve_beside_the_file_then_under_image_dir(tmp_path, cache):
+    # R1-V's files as distributed: the paths are relative to the JSONL, with or without image_dir
+    path, _ = hub.write_geoqa_eval(str(tmp_path / "geoqa"))
+    beside = str(tmp_path / "geoqa" / "Geo170K" / "images" / "test" / "1.png")
+    for image_dir in (None, str(tmp_path / "elsewhere")):
+        rows = load("geoqa", cache, path=str(tmp_path / "geoqa"), image_dir=image_dir, split="test")
+        assert len(rows) == 3 and rows[1].images[0] == beside and colour(rows[1].images[0]) == hub.PALETTE[1]
+    sc_path, sc_images = hub.write_superclevr(str(tmp_path / "sc"))  # "./images/superCLEVR_new_000000.png"
+    sc = load("superclevr", cache, path=sc_path, image_dir=str(tmp_path / "elsewhere"))
+    assert sc[2].images[0] == os.path.join(sc_images, "superCLEVR_new_000002.png")
+    # a copy whose images sit elsewhere: image_dir is the second place looked at
+    moved, moved_dir = hub.write_geoqa_eval(str(tmp_path / "moved"), layout="images_dir")
+    rows = load("geoqa", cache, path=moved, image_dir=moved_dir, split="test")
+    assert rows[0].images[0] == os.path.join(moved_dir, "Geo170K", "images", "test", "0.png")
+    # neither place holds it: the one-line error names the record, the field and both places tried
+    with pytest.raises(BadRecord) as err:
+        load("geoqa", cache, path=moved, image_dir=str(tmp_path / "elsewhere"), split="test")
+    message = str(err.value)
+    assert "\n" not in message and "geoqa-test-0" in message and "'image_path'" in message
+    assert "image file not found: './Geo170K/images/test/0.png', tried " in message
+    assert (f"{tmp_path / 'moved' / 'Geo170K' / 'images' / 'test' / '0.png'} and "
+            f"{tmp_path / 'elsewhere' / 'Geo170K' / 'images' / 'test' / '0.png'}") in message
+    # unchecked (check_images=False) samples still point at the file that exists
+    lazy = load("geoqa", cache, path=moved, image_dir=moved_dir, split="test", check_images=False)
+    assert lazy[2].images[0] == os.path.join(moved_dir, "Geo170K", "images", "test", "2.png")
+
+
 def test_chartqa(tmp_path, cache):
     ds = load("chartqa", cache, path=hub.write_chartqa(str(tmp_path / "chart")), split="test")
     check_common(ds, "chartqa")

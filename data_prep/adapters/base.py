@@ -10,6 +10,9 @@ function that checks one raw record (a plain dict, images still encoded) and ret
                 image_dir=..., on_bad_record="error" | "skip", limit=None, streaming=False,
                 check_images=True, cache_dir=None, shuffle_buffer=0, seed=0, **source_options)
 
+- A relative image path in a local record is looked for in the folder of the data file first
+  (then the folder given as `path`), then under `image_dir` when one is given.
+
 - `streaming=False` returns a `SampleTable`: a random-access `Sequence[Sample]` over an Arrow
   dataset (memory-mapped, not in RAM). At construction it scans every record once (text fields,
   and image headers unless `check_images=False`), so that a malformed record fails at load time
@@ -63,7 +66,7 @@ class Ctx:
     """Position of the record in the raw file / dataset (before any record is skipped)."""
     split: str
     image_dir: str | None
-    """Folder that relative image paths are resolved against."""
+    """The `image_dir` option: where relative image paths are looked for after `file_dirs`."""
     check_images: bool = True
     """Open each image's header (format, size) now; False defers every image check to decoding."""
     images_loaded: bool = True
@@ -72,6 +75,10 @@ class Ctx:
     """The dataset's `datasets.Features`, when known (for ClassLabel names)."""
     options: dict = field(default_factory=dict)
     """The source-specific options, defaults filled in."""
+    file_dirs: tuple[str, ...] = ()
+    """For a local source: the folders of its data files, then the folder given as `path`. Relative
+    image paths are looked for there first: a file such as R1-V's `geoqa_test_prompts.jsonl`
+    names its images relative to itself (`./Geo170K/images/test/0.png`)."""
 
     def default_id(self) -> str:
         return f"{self.source}-{self.split}-{self.index}"
@@ -176,8 +183,9 @@ def _check_header(data: bytes | str) -> tuple[int, int]:
 def image_ref(value: Any, name: str, ctx: Ctx, rid: Any, *, optional: bool = False):
     """One image field -> a lazy reference for `Sample.images` (encoded bytes or an absolute path).
 
-    Accepts the hub's Image-feature dict `{"bytes", "path"}`, raw bytes, or a path (relative paths
-    resolve against `image_dir`). With `ctx.check_images` the header is opened now, so a missing,
+    Accepts the hub's Image-feature dict `{"bytes", "path"}`, raw bytes, or a path (a relative
+    path is looked for beside the data file first, then under `image_dir`: `image_candidates`;
+    a missing file's message names every place tried). With `ctx.check_images` the header is opened now, so a missing,
     unreadable or zero-size image is reported as a BadRecord naming the field. Returns None for an
     absent image when `optional`.
     """
@@ -198,9 +206,13 @@ def image_ref(value: Any, name: str, ctx: Ctx, rid: Any, *, optional: bool = Fal
             raise bad(ctx, rid, name, "expected an image, got 0 bytes")
         ref = bytes(data)
     elif isinstance(data, (str, os.PathLike)):
-        ref = resolve_path(os.fspath(data), ctx)
-        if ctx.check_images and not os.path.isfile(ref):
-            raise bad(ctx, rid, name, f"image file not found: {ref}")
+        tried = image_candidates(os.fspath(data), ctx)
+        ref = next((p for p in tried if os.path.isfile(p)), None)
+        if ref is None:
+            if ctx.check_images:
+                raise bad(ctx, rid, name, f"image file not found: {os.fspath(data)!r}, tried "
+                                          + " and ".join(tried))
+            ref = tried[0]  # unchecked: decoding reports it
     else:
         raise bad(ctx, rid, name, f"expected image bytes or a path, got {_type_name(data)}")
     if ctx.check_images and not isinstance(ref, Image.Image):
@@ -213,13 +225,27 @@ def image_ref(value: Any, name: str, ctx: Ctx, rid: Any, *, optional: bool = Fal
     return ref
 
 
-def resolve_path(path: str, ctx: Ctx) -> str:
+def image_candidates(path: str, ctx: Ctx) -> list[str]:
+    """Where an image path may point, in the order looked at: an absolute path as is; a relative
+    one against the data files' folders (`ctx.file_dirs`), then `image_dir`; with neither (a hub
+    source and no `image_dir`), against the working directory."""
     if path.startswith("file://"):
         path = path[len("file://"):]
     if os.path.isabs(path):
-        return path
-    base = ctx.image_dir or os.getcwd()
-    return os.path.normpath(os.path.join(base, path))
+        return [path]
+    bases = list(ctx.file_dirs) + ([ctx.image_dir] if ctx.image_dir else [])
+    out: list[str] = []
+    for base in bases or [os.getcwd()]:
+        candidate = os.path.normpath(os.path.join(base, path))
+        if candidate not in out:
+            out.append(candidate)
+    return out
+
+
+def resolve_path(path: str, ctx: Ctx) -> str:
+    """The first of `image_candidates` that is a file (the first one when none is)."""
+    tried = image_candidates(path, ctx)
+    return next((p for p in tried if os.path.isfile(p)), tried[0])
 
 
 # --------------------------------------------------------------------------------------------
@@ -281,11 +307,18 @@ def define_source(defn: SourceDef) -> Callable[..., "SampleTable | SampleStream"
         local = os.path.exists(path)
         if not local and _looks_local(path):
             raise FileNotFoundError(f"data source {defn.name!r}: local path not found: {path}")
-        if image_dir is None and local:
-            image_dir = os.path.dirname(os.path.abspath(path)) if os.path.isfile(path) else os.path.abspath(path)
-        reader = _open(defn, path, local, split, config, streaming, cache_dir)
+        files = local_files(path, split, config or defn.config) if local else None
+        file_dirs: list[str] = []
+        if local:
+            # each data file's own folder first (a file names its images relative to itself), then
+            # the folder given as `path` (a hub copy names them relative to its root)
+            for folder in [os.path.dirname(os.path.abspath(f)) for f in files] + (
+                    [] if os.path.isfile(path) else [os.path.abspath(path)]):
+                if folder not in file_dirs:
+                    file_dirs.append(folder)
+        reader = _open(defn, path, files, split, config, streaming, cache_dir)
         make_ctx = _CtxFactory(defn.name, split, os.fspath(image_dir) if image_dir else None,
-                               check_images, _features(reader), opts)
+                               check_images, _features(reader), opts, tuple(file_dirs))
         if streaming:
             return SampleStream(defn, reader, make_ctx, on_bad_record, limit, shuffle_buffer, seed)
         if shuffle_buffer:
@@ -304,14 +337,15 @@ _LOADER_ARGS = ("path", "split", "config", "image_dir", "on_bad_record", "limit"
 
 
 class _CtxFactory:
-    def __init__(self, source, split, image_dir, check_images, features, options):
+    def __init__(self, source, split, image_dir, check_images, features, options, file_dirs=()):
         self.source, self.split, self.image_dir = source, split, image_dir
         self.check_images, self.features, self.options = check_images, features, options
+        self.file_dirs = tuple(file_dirs)
 
     def __call__(self, index: int, *, check_images: bool | None = None, images_loaded: bool = True) -> Ctx:
         return Ctx(self.source, index, self.split, self.image_dir,
                    self.check_images if check_images is None else check_images,
-                   images_loaded, self.features, self.options)
+                   images_loaded, self.features, self.options, self.file_dirs)
 
 
 def _features(reader) -> Any:
@@ -368,13 +402,13 @@ def _prefer_parquet(files: list[Path]) -> list[str]:
     return [str(f) for f in (parquet or files)]
 
 
-def _open(defn: SourceDef, path: str, local: bool, split: str, config: str | None, streaming: bool,
-          cache_dir: str | None):
-    """A `datasets` Dataset (map-style) or IterableDataset (streaming) for the source."""
+def _open(defn: SourceDef, path: str, files: list[str] | None, split: str, config: str | None,
+          streaming: bool, cache_dir: str | None):
+    """A `datasets` Dataset (map-style) or IterableDataset (streaming) for the source: the local
+    `files` (from `local_files`), or the hub dataset `path` when `files` is None."""
     import datasets  # deferred: importing datasets costs about a second
 
-    if local:
-        files = local_files(path, split, config or defn.config)
+    if files is not None:
         kinds = {_EXTENSIONS[Path(f).suffix.lower()] for f in files}
         if len(kinds) != 1:
             raise ValueError(f"data source {defn.name!r}: mixed file types under {path}: {sorted(kinds)}")

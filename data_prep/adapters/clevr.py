@@ -2,7 +2,8 @@
 
 - `clevr_count`: `image` (Image), `problem` (str), `solution` (str, e.g. `<answer> 3 </answer>`).
 - `superclevr`: R1-V's evaluation rows `{"image_path", "question", "ground_truth": int}` (a local
-  JSON/JSONL file; the images live under `image_dir`). There is no hub copy.
+  JSON/JSONL file; `image_path` (`./images/superCLEVR_new_025000.png`) is looked for beside the
+  file first, then under `image_dir`). There is no hub copy.
 
 Both golds are integer counts (stored as strings, like every other integer gold).
 """

@@ -3,7 +3,8 @@
 - Training set `leonardPKU/GEOQA_R1V_Train_8K`: `image` (Image), `problem` (str),
   `solution` (str, the gold, possibly wrapped in `<answer>...</answer>`).
 - Evaluation rows (R1-V's `geoqa_test_prompts.jsonl`): `{"image_path", "question",
-  "ground_truth"}`; `image_path` is relative to `image_dir`.
+  "ground_truth"}`; `image_path` (`./Geo170K/images/test/0.png`) is looked for beside the
+  file first, then under `image_dir`.
 
 Golds keep their units (`140°`, `3cm`): the math verifiers normalise them, and dropping them here
 would lose the information for anyone printing the gold.

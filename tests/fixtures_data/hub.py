@@ -4,10 +4,13 @@ stores an Image feature). Files are written with `datasets` so that the parquet 
 feature metadata as the hub's, and laid out like the hub repos (`data/<split>-00000-of-00001.parquet`)
 so that the adapters' folder discovery is exercised too.
 
-Each writer returns the path to hand to `load_source(name, path=...)`.
+Each writer returns the path to hand to `load_source(name, path=...)`. `write_data_root` lays out
+a whole `--data-root` folder for the cross_modal suite as the hubs (and R1-V) distribute the data:
+several splits per repo, `data/` shards with hashed names, config sub-folders, flat files.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -43,6 +46,17 @@ def _write(rows: list[dict], features: Features, path: str) -> str:
 def _hub_file(root: str, split: str, config: str | None = None) -> str:
     sub = os.path.join(root, config) if config else os.path.join(root, "data")
     return os.path.join(sub, f"{split}-00000-of-00001.parquet")
+
+
+def write_shards(rows: list[dict], features: Features, folder: str, split: str, shards: int) -> list[str]:
+    """`rows` as `shards` parquet files named as the hub's converter names them:
+    `<folder>/<split>-0000k-of-0000n-<16 hex>.parquet` (rows in order across the shards)."""
+    paths = []
+    for k in range(shards):
+        part = rows[k * len(rows) // shards:(k + 1) * len(rows) // shards]
+        digest = hashlib.sha256(f"{folder}|{split}|{k}".encode()).hexdigest()[:16]
+        paths.append(_write(part, features, os.path.join(folder, f"{split}-{k:05d}-of-{shards:05d}-{digest}.parquet")))
+    return paths
 
 
 # --- hiyouga/geometry3k ------------------------------------------------------------------------
@@ -191,9 +205,16 @@ def write_jsonl(path: str, rows: list[dict]) -> str:
     return path
 
 
-def write_geoqa_eval(root: str, n: int = 3) -> tuple[str, str]:
-    """R1-V's `geoqa_test_prompts.jsonl` rows, images under `<root>/images`. -> (file, image_dir)."""
-    image_dir = os.path.join(root, "images")
+def write_geoqa_eval(root: str, n: int = 3, layout: str = "r1v") -> tuple[str, str]:
+    """R1-V's `geoqa_test_prompts.jsonl` rows (`"image_path": "./Geo170K/images/test/N.png"`).
+    -> (file, the folder the paths are relative to).
+
+    `layout="r1v"`: the images where the paths point from the file, as R1-V distributes them
+    (`<root>/Geo170K/images/test/N.png`); `"images_dir"`: under `<root>/images/` instead (the
+    paths then resolve only with `image_dir=<root>/images`)."""
+    if layout not in ("r1v", "images_dir"):
+        raise ValueError(f"layout: expected 'r1v' or 'images_dir', got {layout!r}")
+    image_dir = root if layout == "r1v" else os.path.join(root, "images")
     names = [f"Geo170K/images/test/{i}.png" for i in range(n)]
     write_image_files(image_dir, names)
     golds = ["140°", "3cm", "65"]
@@ -214,12 +235,21 @@ def write_clevr(root: str, rows: list[dict] | None = None, split: str = "train")
     return root
 
 
-def write_superclevr(root: str, n: int = 3) -> tuple[str, str]:
+def write_superclevr(root: str, n: int = 3, layout: str = "r1v") -> tuple[str, str]:
+    """R1-V's `superclevr_test200_counting_problems.jsonl` rows, images in `<root>/images/`.
+    -> (file, the images folder).
+
+    `layout="r1v"`: the paths as R1-V writes them, relative to the file
+    (`"./images/superCLEVR_new_025000.png"`); `"images_dir"`: bare file names, which resolve only
+    with `image_dir=<root>/images`."""
+    if layout not in ("r1v", "images_dir"):
+        raise ValueError(f"layout: expected 'r1v' or 'images_dir', got {layout!r}")
     image_dir = os.path.join(root, "images")
     names = [f"superCLEVR_new_{i:06d}.png" for i in range(n)]
     write_image_files(image_dir, names)
-    rows = [{"image_path": name, "question": "How many different items are there in the image?",
-             "ground_truth": i + 3} for i, name in enumerate(names)]
+    rows = [{"image_path": f"./images/{name}" if layout == "r1v" else name,
+             "question": "How many different items are there in the image?", "ground_truth": i + 3}
+            for i, name in enumerate(names)]
     return write_jsonl(os.path.join(root, "superclevr_test200_counting_problems.jsonl"), rows), image_dir
 
 
@@ -337,3 +367,71 @@ def write_mmmu(root: str, subjects: dict[str, list[dict]] | None = None, split: 
     for subject, rows in subjects.items():
         _write(rows, MMMU_FEATURES, _hub_file(root, split, subject))
     return root
+
+
+# --- a whole --data-root for the cross_modal suite --------------------------------------------
+
+def _renamed(rows: list[dict], key: str, prefix: str) -> list[dict]:
+    """Copies of `rows` whose id field `key` gets `prefix`: the rows of another split, which must
+    never be read (if they were, the counts would be off)."""
+    return [{**row, key: f"{prefix}{row[key]}"} for row in rows]
+
+
+def write_data_root(root: str) -> dict[str, int]:
+    """Every benchmark of the cross_modal suite in `root/<name>`, laid out as its hub repo (or
+    R1-V) distributes it, other splits and configs included. -> {benchmark: good records of the
+    split the suite reads}.
+
+    | benchmark | layout |
+    |---|---|
+    | geometry3k | `data/{train,validation,test}-0000k-of-0000n-<hash>.parquet` (test: 2 shards) |
+    | mathvista | `data/testmini-...-<hash>.parquet`, `data/test-...` (2 shards) |
+    | mathverse | flat: `testmini.parquet`, `testmini_text_only.parquet` |
+    | geoqa | R1-V: `geoqa_test_prompts.jsonl`, `Geo170K/images/test/N.png` |
+    | superclevr | R1-V: `superclevr_test200_counting_problems.jsonl`, `images/superCLEVR_new_N.png` |
+    | chartqa | `data/{train,val,test}-...-<hash>.parquet` (test: 2 shards) |
+    | vqav2 | `data/validation-0000k-of-00003-<hash>.parquet`, `data/testdev-...` |
+    | scienceqa | config folders `ScienceQA-IMG/{train,validation,test}-...`, `ScienceQA-FULL/test-...` |
+    | mmmu | subject folders `Art/`, `Math/`, each `{dev,validation,test}-00000-of-00001.parquet` |
+    """
+    def at(name: str) -> str:
+        return os.path.join(root, name)
+
+    data = lambda name: os.path.join(at(name), "data")  # noqa: E731
+    g3k = geometry3k_rows(6)
+    write_shards(g3k[:4], GEOMETRY3K_FEATURES, data("geometry3k"), "test", 2)
+    write_shards(g3k[4:], GEOMETRY3K_FEATURES, data("geometry3k"), "train", 1)
+    write_shards([{**g3k[5], "id": 999}], GEOMETRY3K_FEATURES, data("geometry3k"), "validation", 1)
+
+    write_shards(mathvista_rows(), MATHVISTA_FEATURES, data("mathvista"), "testmini", 1)
+    write_shards(_renamed(mathvista_rows(), "pid", "test-"), MATHVISTA_FEATURES, data("mathvista"), "test", 2)
+
+    write_mathverse(at("mathverse"))
+    text_only = [{**row, "sample_index": f"t{row['sample_index']}", "problem_version": "Text Only", "image": None}
+                 for row in mathverse_rows()[:2]]
+    _write(text_only, MATHVERSE_FEATURES, os.path.join(at("mathverse"), "testmini_text_only.parquet"))
+
+    write_geoqa_eval(at("geoqa"), n=3)
+    write_superclevr(at("superclevr"), n=3)
+
+    write_shards(chartqa_rows(), CHARTQA_FEATURES, data("chartqa"), "test", 2)
+    write_shards(chartqa_rows()[:2], CHARTQA_FEATURES, data("chartqa"), "train", 1)
+    write_shards(chartqa_rows()[2:], CHARTQA_FEATURES, data("chartqa"), "val", 1)
+
+    write_shards(vqav2_rows(), VQAV2_FEATURES, data("vqav2"), "validation", 3)
+    write_shards([{**row, "question_id": row["question_id"] + 1_000_000} for row in vqav2_rows()[:2]],
+                 VQAV2_FEATURES, data("vqav2"), "testdev", 1)
+
+    sqa = scienceqa_rows()
+    for split, rows in (("test", sqa), ("train", sqa[:1]), ("validation", sqa[1:])):
+        write_shards(rows, SCIENCEQA_FEATURES, os.path.join(at("scienceqa"), "ScienceQA-IMG"), split, 1)
+    write_shards(sqa, SCIENCEQA_FEATURES, os.path.join(at("scienceqa"), "ScienceQA-FULL"), "test", 1)
+
+    for subject in ("Art", "Math"):
+        rows = mmmu_rows(subject)
+        _write(rows, MMMU_FEATURES, _hub_file(at("mmmu"), "validation", subject))
+        for split in ("dev", "test"):
+            other = [{**row, "id": row["id"].replace("validation_", f"{split}_")} for row in rows[:1]]
+            _write(other, MMMU_FEATURES, _hub_file(at("mmmu"), split, subject))
+    return {"geometry3k": 4, "mathvista": 4, "mathverse": 4, "geoqa": 3, "superclevr": 3, "chartqa": 3,
+            "vqav2": 3, "scienceqa": 2, "mmmu": 6}
