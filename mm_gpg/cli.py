@@ -102,8 +102,10 @@ def train_command(args) -> int:
         say(f"training {config.algorithm.name} for {t.steps} steps: {t.prompts_per_step} prompts x "
             f"{config.rollout.group_size} samples per step, {dist.world_size} process(es); "
             f"trainable parameters {learner.trainable}")
-        results = trainer.fit()
-    final = trainer.save_pretrained(Path(config.output_dir) / "final")
+        # The final model is written inside `fit`, before the final evaluation, so that an
+        # evaluation that fails cannot lose it.
+        results = trainer.fit(final_dir=Path(config.output_dir) / "final")
+    final = trainer.final_path
     wall = time.perf_counter() - started
     before = results["before"].get("heldout/accuracy")
     after = results["after"].get("heldout/accuracy")

@@ -198,6 +198,8 @@ class Trainer:
         self.local_groups = config.train.prompts_per_step // dist.world_size
         self.checkpoints = checkpoint_root(config.output_dir)
         self.resumed_from: Path | None = None
+        self.final_path: Path | None = None
+        """Where `fit(final_dir=...)` wrote the final model (None on ranks other than 0)."""
         self._rng_to_restore = None
         self.logger = logger or MetricsLogger(config.output_dir, enabled=dist.is_main)
         # Rank 0 picks (and verifies) the checkpoint, so that every rank loads the same one (or
@@ -373,7 +375,10 @@ class Trainer:
                 f"Lower train.lr, check rewards and data for NaN/inf, or raise train.max_nonfinite. "
                 f"Checkpoints: {self.checkpoints}")
 
-    def fit(self) -> dict:
+    def fit(self, final_dir: str | os.PathLike | None = None) -> dict:
+        """Train to `train.steps`, write the final model to `final_dir` (when given), then run the
+        final evaluation: the model is on disk before the evaluation starts, so an evaluation that
+        fails never loses the trained weights (`self.final_path` names them)."""
         cfg = self.config
         progress = None
         if cfg.progress and self.dist.is_main:
@@ -423,8 +428,13 @@ class Trainer:
         finally:
             if progress is not None:
                 progress.close()
-        last_eval = self.evaluate(self.state.step) if self.evaluator else last_eval
-        self.logger.close()
+        if final_dir is not None:
+            self.final_path = self.save_pretrained(final_dir)
+            self._say(f"final model saved to {final_dir}")
+        try:
+            last_eval = self.evaluate(self.state.step) if self.evaluator else last_eval
+        finally:
+            self.logger.close()
         return {"before": self.state.first_eval, "after": last_eval}
 
     def save_pretrained(self, out_dir: str | os.PathLike) -> Path | None:
