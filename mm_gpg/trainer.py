@@ -69,6 +69,9 @@ class Group:
     """[G] total rewards."""
     components: dict[str, list[float]]
     """component name -> [G] values (None-valued components left out)."""
+    failures: dict = field(default_factory=dict)
+    """component name -> {"errors": n, "timeouts": n, "example": first error message or None}
+    over the G responses (every component of the reward specs, failing or not)."""
 
     @property
     def valid(self) -> bool:
@@ -119,8 +122,25 @@ def rollout_groups(config: Config, policy: Policy, engine: RolloutEngine, scorer
         mine = results[k * r.group_size:(k + 1) * r.group_size]
         names = sorted({name for res in mine for name in res.components})
         groups.append(Group(prompt, group, torch.tensor([res.score for res in mine], dtype=torch.float32),
-                            {n: [res.components.get(n) for res in mine] for n in names}))
+                            {n: [res.components.get(n) for res in mine] for n in names}, reward_failures(mine)))
     return groups
+
+
+def reward_failures(results: list) -> dict:
+    """Per reward component: how many of `results` failed with an error or a timeout (they
+    scored 0, as documented), and one error message to show."""
+    out: dict = {}
+    for res in results:
+        info = getattr(res, "info", None) or {}
+        for comp in info.get("verifiers", {}):
+            entry = out.setdefault(comp, {"errors": 0, "timeouts": 0, "example": None})
+            kind = info.get("failed", {}).get(comp)
+            if kind == "timeout":
+                entry["timeouts"] += 1
+            elif kind == "error":
+                entry["errors"] += 1
+                entry["example"] = entry["example"] or info.get("error", {}).get(comp)
+    return out
 
 
 def assemble_batch(groups: list[Group], local_groups: int) -> list[Group]:
@@ -160,10 +180,13 @@ def _mean(values: list) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
-def step_metrics(sampled: list[Group], dist: Dist) -> dict:
-    """Reward statistics over every completion sampled this step (all draws, all ranks)."""
+def step_metrics(sampled: list[Group], dist: Dist, worker_restarts: int = 0) -> dict:
+    """Reward statistics over every completion sampled this step (all draws, all ranks), with
+    each component's failures (`reward/errors/NAME`, `reward/timeouts/NAME`: counts of
+    responses) and the scoring workers restarted this step (`reward/worker_restarts`)."""
     rewards = torch.cat([g.rewards for g in sampled]).double()
     names = sorted({n for g in sampled for n in g.components})
+    failing = sorted({n for g in sampled for n in g.failures})
     sums = [float(rewards.numel()), float(rewards.sum()), float((rewards ** 2).sum())]
     lengths = [len(c.token_ids) for g in sampled for c in g.completions]
     truncated = [c.finish_reason == "length" for g in sampled for c in g.completions]
@@ -171,7 +194,11 @@ def step_metrics(sampled: list[Group], dist: Dist) -> dict:
     for n in names:  # every rank has the same component names (same reward specs)
         vals = [v for g in sampled for v in g.components[n] if v is not None]
         sums += [float(sum(vals)), float(len(vals))]
+    for n in failing:  # likewise: every result names every component of the specs
+        sums += [float(sum(g.failures.get(n, {}).get(kind, 0) for g in sampled)) for kind in ("errors", "timeouts")]
+    sums.append(float(worker_restarts))
     totals = dist.sum(sums)
+    failure_totals = totals[5 + 2 * len(names):]
     count, total, squares, length_sum, truncated_sum = totals[:5]
     mean = total / count
     metrics = {"reward/mean": mean, "reward/std": max(0.0, squares / count - mean ** 2) ** 0.5,
@@ -179,7 +206,33 @@ def step_metrics(sampled: list[Group], dist: Dist) -> dict:
     for i, n in enumerate(names):
         s, c = totals[5 + 2 * i], totals[6 + 2 * i]
         metrics[f"reward/{n}"] = s / c if c else float("nan")
+    for i, n in enumerate(failing):
+        metrics[f"reward/errors/{n}"] = failure_totals[2 * i]
+        metrics[f"reward/timeouts/{n}"] = failure_totals[2 * i + 1]
+    metrics["reward/responses"] = count
+    metrics["reward/worker_restarts"] = failure_totals[-1]
     return metrics
+
+
+FAILURE_WARN_FRACTION = 0.05
+"""A component failing (error or timeout) on more than this fraction of a step's responses gets
+a warning line: those responses scored 0, which the advantages would otherwise take as real."""
+
+
+def failure_warnings(step: int, metrics: dict, sampled: list[Group]) -> list[str]:
+    """One line per reward component that failed on too many of this step's responses."""
+    lines = []
+    n = metrics.get("reward/responses") or 0
+    for key in sorted(k for k in metrics if k.startswith("reward/errors/")):
+        comp = key[len("reward/errors/"):]
+        errors, timeouts = metrics[key], metrics.get(f"reward/timeouts/{comp}", 0.0)
+        if n and (errors + timeouts) > FAILURE_WARN_FRACTION * n:
+            example = next((g.failures[comp]["example"] for g in sampled
+                            if g.failures.get(comp, {}).get("example")), None)
+            lines.append(f"step {step}: reward component {comp!r} failed on {int(errors + timeouts)} of {int(n)} "
+                         f"responses ({int(errors)} errors, {int(timeouts)} timeouts), scored 0"
+                         + (f"; e.g. {example}" if example else ""))
+    return lines
 
 
 class Trainer:
@@ -336,6 +389,11 @@ class Trainer:
                 "grad_norm": result.grad_norm, "entropy": entropy / max(1.0, n_tokens), "lr": result.lr,
                 "tokens": n_tokens, "nonfinite/skipped": float(result.skipped)}
 
+    def _worker_restarts(self) -> int:
+        """Scoring workers this rank's scorer has replaced so far (killed past the time limit, or
+        dead); 0 for a scorer without a pool."""
+        return int(getattr(self.scorer, "stats", {}).get("worker_restarts", 0))
+
     def _generation_scope(self):
         """The engine's `generation_scope` (see RolloutEngine); an engine without one (a duck-typed
         engine that does not generate with the learner's module) needs none."""
@@ -395,6 +453,7 @@ class Trainer:
         try:
             while self.state.step < cfg.train.steps:
                 start = time.perf_counter()
+                restarts_before = self._worker_restarts()
                 batch, sampled, collect_metrics = self.collect()
                 rollout_time = time.perf_counter() - start
                 with self.dist.stage("learner step", self.state.step + 1):
@@ -405,7 +464,10 @@ class Trainer:
                 self.state.step += 1
                 elapsed = time.perf_counter() - start
                 with self.dist.stage("metrics", self.state.step):
-                    reward_metrics = step_metrics(sampled, self.dist)
+                    reward_metrics = step_metrics(sampled, self.dist,
+                                                  worker_restarts=self._worker_restarts() - restarts_before)
+                for line in failure_warnings(self.state.step, reward_metrics, sampled) if self.dist.is_main else ():
+                    print(f"mm-gpg: warning: {line}", file=sys.stderr, flush=True)
                 metrics = {**reward_metrics, **collect_metrics, **update_metrics,
                            "nonfinite/in_a_row": self.state.nonfinite_in_a_row + 1 if skipped else 0,
                            "time/step": elapsed, "time/rollout": rollout_time,

@@ -71,6 +71,11 @@ def run_one(runner: SpecRunner, response: str, sample: Sample) -> tuple:
                 {"error": f"{type(exc).__name__}: {exc} ({where.filename}:{where.lineno})"})
     if res is None:
         return (NOT_APPLICABLE, name, None, {}, {})
+    low, high = runner.spec.get("range") or (0.0, 1.0)
+    if not low <= res.score <= high:  # the contract: a float in [0, 1] unless the spec widens it
+        return (ERROR, name, None, {},
+                {"error": f"ValueError: verifier {name!r} returned {res.score!r}, outside [{low:g}, {high:g}] "
+                          f"(a reward spec may declare a wider 'range': [low, high])"})
     return (OK, name, res.score, res.components, res.info)
 
 

@@ -31,6 +31,9 @@ def as_result(value, name: str) -> RewardResult | None:
         result = value
     elif isinstance(value, (bool, int, float)):
         result = RewardResult(float(value), {name: float(value)}, {})
+    elif isinstance(value, (str, bytes)):  # float("1.0") would pass; the contract is a number
+        raise TypeError(f"verifier {name!r} returned {type(value).__name__} {value!r}; expected "
+                        f"float, RewardResult or None")
     else:
         # numpy / torch scalars
         try:

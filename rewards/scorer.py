@@ -30,7 +30,7 @@ from . import _worker
 from .registry import MODES, accepts_mode, get_verifier, load_callable, verifier_names
 from .result import RewardResult
 
-SPEC_KEYS = ("name", "fn", "weight", "mode", "component")
+SPEC_KEYS = ("name", "fn", "weight", "mode", "component", "range")
 STARTUP_TIMEOUT_S = 600.0  # generous: a loaded 2-core machine can take minutes to import sympy
 CHUNKS_PER_WORKER = 2
 
@@ -56,7 +56,9 @@ def resolve_specs(specs: list[dict]) -> list[dict]:
     Each spec is `{"name": "accuracy"|<verifier>, "weight": w, "mode": m}` or
     `{"fn": "file.py:fn"|"pkg.mod:fn", "weight": w}`, optionally with `"component"` (the logged
     name; default: "accuracy", "format" for `format_*` verifiers, else the verifier's or
-    function's name). Unknown keys, names and modes raise ValueError naming the nearest valid one.
+    function's name), and `"range": [low, high]` (the scores it may return; default [0, 1]: a
+    score outside it counts as an error and scores 0). Unknown keys, names and modes raise
+    ValueError naming the nearest valid one.
     """
     if isinstance(specs, dict):
         specs = [specs]
@@ -83,7 +85,13 @@ def resolve_specs(specs: list[dict]) -> list[dict]:
         if mode is not None and mode not in MODES:
             raise ValueError(f"{where}: key 'mode': unknown mode {mode!r}{_near(mode, MODES)}; "
                              f"valid: {list(MODES)}")
-        out = {"weight": float(weight), "mode": mode}
+        bounds = spec.get("range", (0.0, 1.0))
+        if (not isinstance(bounds, (list, tuple)) or len(bounds) != 2
+                or any(isinstance(b, bool) or not isinstance(b, (int, float)) or not math.isfinite(b) for b in bounds)
+                or not bounds[0] < bounds[1]):
+            raise ValueError(f"{where}: key 'range': expected [low, high], two finite numbers with low < high "
+                             f"(the scores the reward may return; default [0, 1]), got {bounds!r}")
+        out = {"weight": float(weight), "mode": mode, "range": (float(bounds[0]), float(bounds[1]))}
         if "name" in spec:
             name = spec["name"]
             if name == "accuracy":
@@ -439,10 +447,12 @@ class RewardScorer:
             info["verifiers"][comp] = name or spec.get("name")
             if status == _worker.TIMEOUT:
                 info["timeouts"] += 1
+                info.setdefault("failed", {})[comp] = "timeout"
                 components[comp] = 0.0
             elif status == _worker.ERROR:
                 info["errors"] += 1
                 info.setdefault("error", {})[comp] = details.get("error")
+                info.setdefault("failed", {})[comp] = "error"
                 components[comp] = 0.0
             elif status == _worker.NOT_APPLICABLE:
                 info.setdefault("not_applicable", []).append(comp)
@@ -455,6 +465,9 @@ class RewardScorer:
                         components[f"{comp}/{key}"] = float(sub)
                 if details.get("parse_failure"):
                     info["parse_failures"] += 1
+                if details.get("internal_timeout"):  # the verifier's own limit (math-verify's)
+                    info["timeouts"] += 1
+                    info.setdefault("failed", {})[comp] = "timeout"
                 if "extraction" in details and "extraction" not in info:
                     info["extraction"] = details["extraction"]
             if details:

@@ -9,6 +9,7 @@ limit is the backstop.
 """
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from functools import lru_cache
@@ -25,6 +26,29 @@ INTERNAL_TIMEOUT_S: int | None = 2
 scorer's worker sets it below its hard limit. Off the main thread math-verify runs without it."""
 
 MAX_LATEX_CHARS = 400
+
+
+class _InternalTimeouts(logging.Filter):
+    """math-verify reports its own limit only as a log warning ("Timeout during comparison",
+    "Timeout during parsing: ..."), which reached stderr as bare lines while scorers counted no
+    timeout. This filter swallows those lines and counts them; the verifier then flags the result
+    (`internal_timeout`), which the scorer counts as a timeout."""
+
+    count = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if str(record.msg).startswith("Timeout during"):
+            _InternalTimeouts.count += 1
+            return False
+        return True
+
+
+for _name in ("math_verify.grader", "math_verify.parser"):  # math-verify's own loggers (no import needed)
+    logging.getLogger(_name).addFilter(_InternalTimeouts())
+
+# Texts and (gold, prediction) pairs whose parse or comparison hit the internal limit; the
+# cached functions below return their fallback ((), False) for them, so the flag lives here.
+_TIMED_OUT: set = set()
 
 
 def too_complex(text: str) -> str | None:
@@ -101,18 +125,32 @@ def _latex(text: str) -> str:
 def _parse(text: str):
     from math_verify import LatexExtractionConfig, parse  # heavy import, only where needed
     parse_kw, _ = _timeouts()
+    before = _InternalTimeouts.count
     try:
         return tuple(parse(_latex(text), extraction_config=[LatexExtractionConfig()],
                            fallback_mode="no_fallback", **parse_kw))
     except Exception:
         return ()
+    finally:
+        if _InternalTimeouts.count != before:
+            _remember_timeout(text)
 
 
 @lru_cache(maxsize=4096)
 def _equivalent(gold_text: str, pred_text: str) -> bool:
     """math-verify's verdict on two answer texts (cached: a group of G samples often repeats
     an answer, and the verdict is a pure function of the two texts)."""
-    return _verify(_parse(gold_text), _parse(pred_text))
+    before = _InternalTimeouts.count
+    verdict = _verify(_parse(gold_text), _parse(pred_text))
+    if _InternalTimeouts.count != before:
+        _remember_timeout((gold_text, pred_text))
+    return verdict
+
+
+def _remember_timeout(key) -> None:
+    if len(_TIMED_OUT) > 4096:
+        _TIMED_OUT.clear()
+    _TIMED_OUT.add(key)
 
 
 def _verify(gold, pred) -> bool:
@@ -161,7 +199,16 @@ def math_answer(response: str, sample: Sample):
         return unparsed("math", ex, reason)
     pred = _parse(ex.text)
     if not pred:
+        if ex.text in _TIMED_OUT:
+            return result("math", 0.0, ex, parse_failure=True, internal_timeout=True,
+                          reason="math-verify's time limit ran out while parsing the answer")
         return unparsed("math", ex, "math-verify could not parse the answer")
     if not _parse(gold_text):
+        if gold_text in _TIMED_OUT:
+            return result("math", 0.0, ex, internal_timeout=True,
+                          reason="math-verify's time limit ran out while parsing the gold answer")
         raise ValueError(f"math: sample {sample.id!r}: gold answer {sample.answer!r} does not parse")
-    return result("math", _equivalent(gold_text, ex.text), ex, method="math_verify")
+    verdict = _equivalent(gold_text, ex.text)
+    if (gold_text, ex.text) in _TIMED_OUT:
+        return result("math", verdict, ex, method="math_verify", internal_timeout=True)
+    return result("math", verdict, ex, method="math_verify")
