@@ -118,7 +118,7 @@ def run_ours(spec: dict) -> dict:
                       micro_batch_groups=t.micro_batch_groups, local_groups=t.prompts_per_step,
                       group_size=config.rollout.group_size, train_language_model=m.train_language_model,
                       train_projector=m.train_projector, train_vision_tower=m.train_vision_tower,
-                      kl_coef=config.algorithm.kl_coef, world_size=1)
+                      kl_coef=config.algorithm.kl_coef, world_size=1, temperature=config.rollout.temperature)
     engine = build_engine(config.rollout.engine, policy=policy, model_context=learner.generation_context,
                           max_prompts_per_call=config.rollout.max_prompts_per_call, **config.rollout.vllm)
 

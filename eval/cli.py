@@ -51,7 +51,10 @@ def run_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", default="hf", help="rollout engine: hf (default) or vllm")
     p.add_argument("--engine-option", dest="engine_options", action="append", default=[], metavar="KEY=VALUE",
                    help="engine constructor option, e.g. gpu_memory_utilization=0.8 (vllm)")
-    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
+                   help="auto: bfloat16 on a GPU that has it, float32 on the CPU")
+    p.add_argument("--device", default="auto",
+                   help="auto (the GPU when CUDA is present, else the CPU), cpu, cuda or cuda:N")
     p.add_argument("--workers", type=int, default=2, help="verifier processes")
     p.add_argument("--timeout", type=float, default=5.0, help="hard time limit per verifier call, seconds")
     p.add_argument("--bootstrap", type=int, default=N_BOOT, help="bootstrap resamples (default 1000)")
@@ -72,6 +75,9 @@ def run_main(argv: list[str]) -> int:
     from .suite import apply_run_options, load_suite, parse_set
     if args.resume and args.overwrite:
         return _error("mm-gpg eval", ValueError("--resume and --overwrite exclude each other"))
+    from mm_gpg.device import check_device
+    if check_device(args.device):
+        return _error("mm-gpg eval", ValueError(f"--device {args.device}: {check_device(args.device)}"))
     for flag in ("limit", "max_new_tokens", "batch_size", "n"):
         value = getattr(args, flag)
         if value is not None and value < (0 if flag == "limit" else 1):
@@ -91,7 +97,8 @@ def run_main(argv: list[str]) -> int:
             engine_options[key[1]] = value
         output = args.output or default_output(args.suite, args.model)
         _, code = run_suite(suite, model=args.model, output_dir=output, seed=args.seed, resume=args.resume,
-                            overwrite=args.overwrite, engine=args.engine, dtype=args.dtype, workers=args.workers,
+                            overwrite=args.overwrite, engine=args.engine, dtype=args.dtype, device=args.device,
+                            workers=args.workers,
                             timeout_s=args.timeout, n_boot=args.bootstrap, cache_dir=args.cache_dir,
                             quiet=args.quiet, engine_options=engine_options)
     except USAGE_ERRORS as exc:

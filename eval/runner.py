@@ -69,13 +69,13 @@ def _first_difference(a, b, prefix: str = "") -> str:
 
 class SuiteRun:
     def __init__(self, suite, *, model: str, output_dir: str | os.PathLike, seed: int = 0, resume: bool = False,
-                 overwrite: bool = False, engine: str = "hf", dtype: str = "float32", workers: int = 2,
-                 timeout_s: float = 5.0, n_boot: int = N_BOOT, cache_dir: str | None = None,
+                 overwrite: bool = False, engine: str = "hf", dtype: str = "auto", device: str = "auto",
+                 workers: int = 2, timeout_s: float = 5.0, n_boot: int = N_BOOT, cache_dir: str | None = None,
                  quiet: bool = False, engine_options: dict | None = None):
         self.suite, self.model, self.seed = suite, model, seed
         self.out = Path(output_dir)
         self.resume, self.overwrite = resume, overwrite
-        self.engine_name, self.dtype = engine, dtype
+        self.engine_name, self.dtype, self.device = engine, dtype, device
         self.engine_options = dict(engine_options or {})
         self.workers, self.timeout_s, self.n_boot, self.cache_dir = workers, timeout_s, n_boot, cache_dir
         self.quiet = quiet
@@ -128,10 +128,17 @@ class SuiteRun:
     # -- model --------------------------------------------------------------------------------
     def _ensure_engine(self):
         if self.engine is None:
+            from mm_gpg.device import describe, resolve_device, resolve_dtype
             from mm_gpg.policy import load_policy
             from mm_gpg.rollout import build_engine
             started = time.perf_counter()
-            self.policy = load_policy(self.model, self.dtype)
+            device = resolve_device(self.device)
+            # The hf engine generates with this model; vLLM loads its own copy on the GPU (in this
+            # model's dtype), so the HF one stays on the CPU there.
+            self.policy = load_policy(self.model, resolve_dtype(self.dtype, device),
+                                      device=device if self.engine_name == "hf" else None)
+            if self.engine_name == "hf":
+                self.log(describe(device, self.policy.model.dtype, self.policy.model.config._attn_implementation))
             self.engine = build_engine(self.engine_name, policy=self.policy,
                                        max_prompts_per_call=max(b.batch_size for b in self.suite.benchmarks),
                                        **self.engine_options)

@@ -160,6 +160,9 @@ class Algorithm:
     uses_alpha: bool
     resamples: bool
     description: str
+    kl: bool = False
+    """Whether the loss may carry a KL penalty to the initial policy (`algorithm.kl_coef` > 0);
+    for the others a non-zero kl_coef is a configuration error, not a silent extra term."""
 
 
 for _name, _algo in {
@@ -168,7 +171,7 @@ for _name, _algo in {
     "reinforce": Algorithm("group_mean", "pg", "token_mean", "none", False, False,
                            "group-baseline REINFORCE: GPG with alpha = 1 and no resampling"),
     "grpo": Algorithm("group_mean", "clipped", "seq_mean", "std", False, False,
-                      "GRPO: std-normalised advantage, clipped ratio, optional KL"),
+                      "GRPO: std-normalised advantage, clipped ratio, optional KL", kl=True),
     "dr_grpo": Algorithm("group_mean", "clipped", "seq_sum_const", "none", False, False,
                          "Dr. GRPO: centred rewards, clipped ratio, constant normaliser"),
 }.items():

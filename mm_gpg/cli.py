@@ -30,7 +30,7 @@ def train_command(args) -> int:
     from mm_gpg.distributed import configure_environment
 
     config = load_config(args.config, args.overrides)
-    configure_environment()
+    configure_environment(config.model.device)
     from data_prep.registry import load_source
     from eval.heldout import HeldoutEvaluator
     from eval.suite import SuiteEvaluator, chain_evaluators
@@ -40,6 +40,7 @@ def train_command(args) -> int:
     from mm_gpg.rollout import build_engine
     from mm_gpg.tiny import build_tiny
     from mm_gpg.checkpoint import save_hf
+    from mm_gpg.device import describe, resolve_attn_implementation, resolve_device, resolve_dtype
     from mm_gpg.trainer import Trainer
     from mm_gpg.warmstart import run_warmstart, warmstart_dir
     from rewards import build_scorer
@@ -47,7 +48,8 @@ def train_command(args) -> int:
 
     started = time.perf_counter()
     torch.manual_seed(config.train.seed)
-    dist = init_distributed(timeout_s=config.train.collective_timeout_s)
+    dist = init_distributed(timeout_s=config.train.collective_timeout_s, device=config.model.device)
+    device = resolve_device(config.model.device)
     say = print if dist.is_main else (lambda *a, **k: None)
     if config.model.init_tiny and not Path(config.model.path).exists():
         if dist.is_main:
@@ -61,14 +63,18 @@ def train_command(args) -> int:
         if (cached / "config.json").exists():
             say(f"warm-start: reusing {cached}")
         else:
-            policy = load_policy(model_path, config.model.dtype)
+            policy = load_policy(model_path, config.model.dtype, config.model.attn_implementation, device=device)
             run_warmstart(config, policy, dist, log=say)
             with dist.stage("warm-start"):
                 save_hf(policy.model, policy.processor, cached, dist)
                 dist.barrier()
             say(f"warm-start: saved {cached}")
         model_path = str(cached)
-    policy = load_policy(model_path, config.model.dtype)
+    # Loaded on the CPU, in the dtype and with the attention kernel resolved for `device`, where
+    # DeepSpeed puts it.
+    dtype = resolve_dtype(config.model.dtype, device)
+    attn = resolve_attn_implementation(config.model.attn_implementation, device, dtype)
+    policy = load_policy(model_path, dtype, attn)
     t, m = config.train, config.model
     learner = Learner(policy, lr=t.lr, warmup_steps=t.warmup_steps, weight_decay=t.weight_decay,
                       grad_clip=t.grad_clip, zero_stage=t.zero_stage, bf16=t.bf16,
@@ -76,7 +82,11 @@ def train_command(args) -> int:
                       local_groups=t.prompts_per_step // dist.world_size, group_size=config.rollout.group_size,
                       train_language_model=m.train_language_model, train_projector=m.train_projector,
                       train_vision_tower=m.train_vision_tower, kl_coef=config.algorithm.kl_coef,
-                      world_size=dist.world_size)
+                      world_size=dist.world_size, temperature=config.rollout.temperature,
+                      gradient_checkpointing=t.gradient_checkpointing, deepspeed_config=t.deepspeed)
+    say(describe(learner.device, learner.module.dtype, learner.module.config._attn_implementation)
+        + (", DeepSpeed bf16 mode" if learner.engine.bfloat16_enabled() else "")
+        + (f", {dist.world_size} processes" if dist.world_size > 1 else ""))
     engine = build_engine(config.rollout.engine, policy=policy, model_context=learner.generation_context,
                           max_prompts_per_call=config.rollout.max_prompts_per_call, **config.rollout.vllm)
     heldout = [s for entry in config.data.heldout

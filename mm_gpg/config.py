@@ -24,8 +24,15 @@ class ModelConfig:
     """Hub id (owner/name) or local directory of an image-text-to-text checkpoint."""
     init_tiny: bool = False
     """Build the embedded tiny Qwen2-VL at `path` first when nothing is there (offline default)."""
-    dtype: str = "float32"
-    """Parameter dtype when loading: float32 or bfloat16."""
+    dtype: str = "auto"
+    """Parameter dtype: auto (bfloat16 on a GPU that supports it, float32 on the CPU), float32,
+    bfloat16 or float16. DeepSpeed's bf16 mode follows it unless `train.bf16` says otherwise."""
+    device: str = "auto"
+    """Where the policy runs: auto (this process's GPU when CUDA is present, else the CPU), cpu,
+    cuda or cuda:N. Every tensor the learner, engines and evaluators build goes there."""
+    attn_implementation: str = "auto"
+    """Attention kernel: auto (flash_attention_2 when flash-attn is installed and the model runs
+    in 16 bits on a GPU, else sdpa), sdpa, eager or flash_attention_2."""
     train_language_model: bool = True
     """Update the language model's weights."""
     train_projector: bool = False
@@ -82,12 +89,14 @@ class AlgorithmConfig:
     """token_mean, seq_mean or seq_sum_const; None uses the algorithm's own."""
     min_valid_fraction: float = 0.5
     """GPG beta_th: resample while fewer than this fraction of groups are valid."""
-    max_extra_draws: int = 20
-    """Cap on extra prompt draws per step when resampling (official: 20)."""
+    max_draws: int = 20
+    """Most prompt draws per step, the first included, when resampling: the official
+    `n_gen = 1; while n_gen <= 20` is 20 in all (the first draw and 19 more). 1: never resample."""
     clip_eps: float = 0.2
     """Ratio clip for clipped losses (grpo, dr_grpo)."""
     kl_coef: float = 0.0
-    """KL penalty to the initial policy (grpo only; > 0 keeps a reference model)."""
+    """KL penalty to the initial policy, for algorithms whose loss has a KL term (grpo); > 0
+    keeps a reference model. Others (gpg, dr_grpo, reinforce) must leave it at 0."""
 
 
 @dataclass
@@ -108,8 +117,18 @@ class TrainConfig:
     """Gradient-norm clip."""
     zero_stage: int = 0
     """DeepSpeed ZeRO stage 0-3."""
-    bf16: bool = False
-    """Train in bf16 (DeepSpeed bf16 mode)."""
+    bf16: bool | None = None
+    """DeepSpeed's bf16 mode (bf16 compute, fp32 master weights and optimizer states); null
+    follows the policy's dtype (`model.dtype`: on when it is bfloat16)."""
+    gradient_checkpointing: bool = False
+    """Recompute each decoder layer's activations in the backward pass instead of keeping them:
+    far less activation memory for long completions, about one more forward of compute. The
+    learner then runs each completion with its prompt (no shared prompt forward)."""
+    deepspeed: dict = field(default_factory=dict)
+    """Merged into the DeepSpeed config the learner generates, nested key by key, e.g.
+    {zero_optimization: {offload_optimizer: {device: cpu}, reduce_bucket_size: 5.0e+7}}. Keys the
+    learner sets from other settings (batch sizes, gradient_clipping, zero_optimization.stage,
+    bf16.enabled, optimizer, scheduler) are refused; unknown keys fail DeepSpeed's validation."""
     seed: int = 0
     """Seeds data order, sampling and initialisation."""
     checkpoint_every: int = 0
@@ -314,8 +333,21 @@ def validate(config: Config) -> None:
         fail("train.collective_timeout_s", "must be > 0 (seconds)")
     if config.train.resume is not None and (not isinstance(config.train.resume, str) or not config.train.resume):
         fail("train.resume", "must be null, auto or the path of a checkpoint folder")
-    if config.model.dtype not in ("float32", "bfloat16", "float16"):
-        fail("model.dtype", "must be float32, bfloat16 or float16")
+    from .device import ATTN_CHOICES, DTYPE_CHOICES, check_device
+    if config.model.dtype not in DTYPE_CHOICES:
+        fail("model.dtype", f"must be one of {', '.join(DTYPE_CHOICES)}")
+    if check_device(config.model.device):
+        fail("model.device", check_device(config.model.device))
+    if config.model.attn_implementation not in ATTN_CHOICES:
+        fail("model.attn_implementation", f"must be one of {', '.join(ATTN_CHOICES)}")
+    if config.train.bf16 not in (None, True, False):
+        fail("train.bf16", f"must be true, false or null (follow model.dtype), got {config.train.bf16!r}")
+    if not config.rollout.temperature > 0:
+        fail("rollout.temperature", "must be > 0 (the learner's log-probs divide the logits by it)")
+    if config.algorithm.max_draws < 1:
+        fail("algorithm.max_draws", "must be >= 1 (draws per step, the first included)")
+    if config.algorithm.kl_coef < 0:
+        fail("algorithm.kl_coef", "must be >= 0")
     from data_prep.prompts import STYLE_INSTRUCTIONS
     from .algorithms import AGGREGATIONS, ALGORITHMS
     for key, value, registry in (("algorithm.name", config.algorithm.name, ALGORITHMS),
@@ -325,6 +357,10 @@ def validate(config: Config) -> None:
                 registry.get(value)
             except KeyError as exc:
                 fail(key, exc.args[0])
+    if config.algorithm.kl_coef > 0 and not ALGORITHMS.get(config.algorithm.name).kl:
+        with_kl = [n for n in ALGORITHMS.names() if ALGORITHMS.get(n).kl]
+        fail("algorithm.kl_coef", f"must be 0 for {config.algorithm.name}, whose loss has no KL term "
+                                  f"(algorithms with one: {', '.join(with_kl)})")
     if config.algorithm.scale_rewards not in (None, "none", "std"):
         fail("algorithm.scale_rewards", "must be none or std")
     if config.data.prompt_style not in STYLE_INSTRUCTIONS:

@@ -26,11 +26,13 @@ import torch
 
 from mm_gpg.paths import cache_dir
 
-def configure_environment() -> None:
-    """Pick DeepSpeed's accelerator and a project-owned cache for its JIT-built ops.
+def configure_environment(device: str = "auto") -> None:
+    """Pick DeepSpeed's accelerator (that of `device`, `model.device`: auto is the GPU when one is
+    present) and a project-owned cache for its JIT-built ops.
 
     Must run before `deepspeed` is imported."""
-    os.environ.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
+    from .device import resolve_device
+    os.environ.setdefault("DS_ACCELERATOR", "cuda" if resolve_device(device).type == "cuda" else "cpu")
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(cache_dir() / "torch_extensions"))
 
 
@@ -83,21 +85,28 @@ class Dist:
     world_size: int
     timeout_s: float = DEFAULT_COLLECTIVE_TIMEOUT_S
     """The process group's collective timeout (`train.collective_timeout_s`), for messages."""
+    device: torch.device = torch.device("cpu")
+    """Where the collectives' tensors are built: the backend's device (`collective_device`:
+    the rank's GPU for NCCL, which reduces nothing else; the CPU for gloo)."""
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
 
+    def tensor(self, values: list[float]) -> torch.Tensor:
+        """`values` as the float64 tensor a collective of this group reduces (on `device`)."""
+        return torch.tensor(values, dtype=torch.float64, device=self.device)
+
     def sum(self, values: list[float]) -> list[float]:
         """Element-wise sum over ranks (float64, so integer counts stay exact)."""
-        t = torch.tensor(values, dtype=torch.float64)
+        t = self.tensor(values)
         if self.world_size > 1:
             torch.distributed.all_reduce(t)
         return t.tolist()
 
     def max(self, values: list[float]) -> list[float]:
         """Element-wise maximum over ranks (e.g. "did any rank see a non-finite value")."""
-        t = torch.tensor(values, dtype=torch.float64)
+        t = self.tensor(values)
         if self.world_size > 1:
             torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
         return t.tolist()
@@ -146,12 +155,16 @@ class Dist:
             _stages.pop()
 
 
-def init_distributed(timeout_s: float = DEFAULT_COLLECTIVE_TIMEOUT_S) -> Dist:
+def init_distributed(timeout_s: float = DEFAULT_COLLECTIVE_TIMEOUT_S, device: str = "auto") -> Dist:
     """Join the process group a launcher (torchrun / deepspeed) set up, or make a one-rank group.
 
     `timeout_s`: how long any collective of the group (DeepSpeed's included) waits for the other
-    ranks before it fails (see `Dist.stage`). It applies when this call creates the group."""
-    configure_environment()
+    ranks before it fails (see `Dist.stage`). It applies when this call creates the group.
+    `device` (`model.device`): NCCL on GPUs, gloo on the CPU; the returned `Dist` builds its
+    collectives' tensors on the device of the group's backend, whoever created the group."""
+    from .device import collective_device, resolve_device
+
+    configure_environment(device)
     import deepspeed
 
     if timeout_s <= 0:
@@ -159,11 +172,12 @@ def init_distributed(timeout_s: float = DEFAULT_COLLECTIVE_TIMEOUT_S) -> Dist:
     if "RANK" not in os.environ:
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
                           MASTER_PORT=str(_free_port()))
+    target = resolve_device(device)  # cuda: this rank's GPU, cuda:LOCAL_RANK
+    on_gpu = target.type == "cuda"
+    if on_gpu:  # before the group exists, so NCCL binds this rank's GPU
+        torch.cuda.set_device(target)
     if not torch.distributed.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        deepspeed.init_distributed(dist_backend=backend, verbose=False,
+        deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo", verbose=False,
                                    timeout=datetime.timedelta(seconds=timeout_s))
-    if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     return Dist(rank=torch.distributed.get_rank(), world_size=torch.distributed.get_world_size(),
-                timeout_s=float(timeout_s))
+                timeout_s=float(timeout_s), device=collective_device(torch.distributed.get_backend()))

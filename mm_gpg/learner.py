@@ -26,11 +26,13 @@ from typing import Iterator
 import torch
 
 from .algorithms import Algorithm, policy_loss
+from .device import module_device, to_device
 from .policy import Policy, completion_logprobs, set_trainable
 
 
-def collate(prompts: list, groups: list[list], pad_token_id: int) -> dict:
-    """One micro-batch: `prompts[k]` with its completions `groups[k]` (see completion_logprobs)."""
+def collate(prompts: list, groups: list[list], pad_token_id: int, device: torch.device | str | None = None) -> dict:
+    """One micro-batch: `prompts[k]` with its completions `groups[k]` (see completion_logprobs),
+    every tensor on `device` (the policy's; None: where the prompts' tensors are)."""
     rows, types, comp, owner = [], [], [], []
     prompt_images, pixel_values, grids = [], [], []
     n_images = 0
@@ -74,7 +76,16 @@ def collate(prompts: list, groups: list[list], pad_token_id: int) -> dict:
         for i, t in enumerate(types):
             mm[i, :t.numel()] = t
         batch["mm_token_type_ids"] = mm
-    return batch
+    return batch if device is None else to_device(batch, device)
+
+
+def micro_batches(prompts: list, groups: list[list], advantages: torch.Tensor, size: int, pad_token_id: int,
+                  device: torch.device | str) -> Iterator[tuple[dict, torch.Tensor]]:
+    """(collated batch, its completions' advantages [size*G]) for each micro-batch of `size`
+    groups, every tensor on `device`. advantages: [groups, G], on any device."""
+    for start in range(0, len(prompts), size):
+        batch = collate(prompts[start:start + size], groups[start:start + size], pad_token_id, device)
+        yield batch, advantages[start:start + size].reshape(-1).to(device)
 
 
 @dataclass
@@ -157,11 +168,103 @@ def _declare_zero_supported(cls) -> bool:
     return True
 
 
+# Keys of the generated DeepSpeed config that the learner derives from its own settings: a
+# `train.deepspeed` entry may not override them (the loss scaling, the schedule and the
+# non-finite guard depend on them).
+LEARNER_OWNED_DEEPSPEED_KEYS = {
+    "train_batch_size": "train.prompts_per_step and rollout.group_size",
+    "train_micro_batch_size_per_gpu": "train.micro_batch_groups and rollout.group_size",
+    "gradient_accumulation_steps": "train.prompts_per_step / train.micro_batch_groups",
+    "gradient_clipping": "train.grad_clip",
+    "zero_optimization.stage": "train.zero_stage",
+    "bf16.enabled": "train.bf16",
+    "fp16": "model.dtype (fp16 loss scaling is not supported; use bfloat16)",
+    "optimizer": "the learner's own AdamW (train.lr, train.weight_decay)",
+    "scheduler": "train.warmup_steps (the learner steps its own schedule)",
+}
+
+
+def merge_deepspeed_config(generated: dict, extra: dict | None, where: str = "train.deepspeed") -> dict:
+    """`generated` with `extra` merged in, nested dicts key by key (so `{"zero_optimization":
+    {"offload_optimizer": {...}}}` keeps the generated stage). Keys the learner owns
+    (`LEARNER_OWNED_DEEPSPEED_KEYS`) are refused with the setting to use instead; everything else
+    passes through unchanged, so DeepSpeed's own validation still rejects unknown keys."""
+    import copy
+
+    merged = copy.deepcopy(generated)
+
+    def merge(into: dict, more: dict, prefix: str) -> None:
+        if not isinstance(more, dict):
+            raise ValueError(f"{where}{'.' + prefix.rstrip('.') if prefix else ''}: expected a mapping, got {more!r}")
+        for key, value in more.items():
+            dotted = prefix + str(key)
+            if dotted in LEARNER_OWNED_DEEPSPEED_KEYS:
+                raise ValueError(f"{where}.{dotted}: set by {LEARNER_OWNED_DEEPSPEED_KEYS[dotted]}; "
+                                 f"change that instead")
+            if isinstance(into.get(key), dict) and not isinstance(value, dict):
+                raise ValueError(f"{where}.{dotted}: expected a mapping (a DeepSpeed config section), got {value!r}")
+            if isinstance(value, dict):
+                merge(into.setdefault(key, {}), value, dotted + ".")
+            else:
+                into[key] = value
+
+    merge(merged, extra or {}, "")
+    return merged
+
+
+def unknown_deepspeed_keys(extra: dict, merged: dict, where: str = "train.deepspeed") -> None:
+    """Raise for a top-level key of `extra` that DeepSpeed's config parser never reads (its
+    sections, `zero_optimization`, `bf16`, ..., reject unknown keys themselves, but a misspelt
+    section name would be ignored without a word). The keys read are recorded while DeepSpeed
+    parses `merged`; when nothing can be recorded (another DeepSpeed), nothing is refused."""
+    import copy
+    import difflib
+
+    from deepspeed.runtime.config import DeepSpeedConfig
+
+    class Recording(dict):
+        def __init__(self, data):
+            super().__init__(data)
+            self.read: set = set()
+
+        def get(self, key, *default):
+            self.read.add(key)
+            return super().get(key, *default)
+
+        def __getitem__(self, key):
+            self.read.add(key)
+            return super().__getitem__(key)
+
+        def __contains__(self, key):
+            self.read.add(key)
+            return super().__contains__(key)
+
+    recording = Recording(copy.deepcopy(merged))
+    try:
+        DeepSpeedConfig(recording)
+    except Exception:  # invalid in another way: deepspeed.initialize says how
+        return
+    if not recording.read:
+        return
+    for key in extra:
+        if key not in recording.read:
+            near = difflib.get_close_matches(key, sorted(recording.read), n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise ValueError(f"{where}.{key}: not a DeepSpeed config key{hint}")
+
+
 class Learner:
     def __init__(self, policy: Policy, *, lr: float, warmup_steps: int, weight_decay: float, grad_clip: float,
-                 zero_stage: int, bf16: bool, micro_batch_groups: int, local_groups: int, group_size: int,
-                 train_language_model: bool = True, train_projector: bool = False,
-                 train_vision_tower: bool = False, kl_coef: float = 0.0, world_size: int = 1):
+                 zero_stage: int, bf16: bool | None = None, micro_batch_groups: int, local_groups: int,
+                 group_size: int, train_language_model: bool = True, train_projector: bool = False,
+                 train_vision_tower: bool = False, kl_coef: float = 0.0, world_size: int = 1,
+                 temperature: float = 1.0, gradient_checkpointing: bool = False,
+                 deepspeed_config: dict | None = None):
+        """`bf16`: DeepSpeed's bf16 mode (fp32 master weights and optimizer states, bf16 compute);
+        None follows the policy's dtype. `temperature`: the rollout's sampling temperature, which
+        the log-probs use (`completion_logprobs`). `gradient_checkpointing`: recompute each
+        decoder layer's activations in the backward pass. `deepspeed_config`: merged into the
+        generated DeepSpeed config (`merge_deepspeed_config`)."""
         import deepspeed
 
         if zero_stage == 3:  # DeepSpeed's own calls to since-renamed torch collectives, twice a step
@@ -180,6 +283,18 @@ class Learner:
             import copy
             self.reference = copy.deepcopy(policy.model).eval().requires_grad_(False)
         self.kl_coef = kl_coef
+        if not temperature > 0:
+            raise ValueError(f"learner: temperature must be > 0, got {temperature}")
+        self.temperature = temperature
+        # The shared-prompt forward carries the prompts' keys/values from one forward into the
+        # next, which checkpointed layers drop (transformers turns the cache off under
+        # checkpointing): with checkpointing every completion row runs its prompt itself.
+        self.share_prompts = not gradient_checkpointing
+        if gradient_checkpointing:
+            # Non-reentrant: correct when the layer inputs need no grad (frozen embeddings).
+            policy.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if bf16 is None:
+            bf16 = next(policy.model.parameters()).dtype == torch.bfloat16
         params = [p for p in policy.model.parameters() if p.requires_grad]
         self.optimizer = GuardedAdamW(params, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.99))
         # Stepped here, on applied updates only (see the module docstring), not by DeepSpeed.
@@ -193,11 +308,27 @@ class Learner:
             "zero_optimization": {"stage": zero_stage},
             "bf16": {"enabled": bf16, "check_grad_overflow": True},
             "zero_allow_untested_optimizer": not _declare_zero_supported(GuardedAdamW),
+            # The client optimizer (the non-finite guard) is kept under optimizer offload too.
+            "zero_force_ds_cpu_optimizer": False,
             "steps_per_print": 10 ** 9,
             "wall_clock_breakdown": False,
         }
-        self.engine, _, _, _ = deepspeed.initialize(model=policy.model, optimizer=self.optimizer, config=config,
-                                                    model_parameters=params)
+        self.deepspeed_config = merge_deepspeed_config(config, deepspeed_config)
+        if deepspeed_config:
+            unknown_deepspeed_keys(deepspeed_config, self.deepspeed_config)
+        import pydantic  # DeepSpeed validates its config sections with it
+
+        try:
+            self.engine, _, _, _ = deepspeed.initialize(model=policy.model, optimizer=self.optimizer,
+                                                        config=self.deepspeed_config, model_parameters=params)
+        except pydantic.ValidationError as exc:
+            if not deepspeed_config:
+                raise
+            # pydantic's report, on one line: which key DeepSpeed refused and why.
+            detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+            raise ValueError(f"train.deepspeed: DeepSpeed rejected the merged config ({detail})") from None
+        if self.reference is not None:
+            self.reference.to(self.device)
         self.gas = gas
         self.updates_applied = 0
         self.updates_skipped = 0
@@ -206,6 +337,16 @@ class Learner:
     @property
     def module(self) -> torch.nn.Module:
         return self.engine.module
+
+    @property
+    def lr(self) -> float:
+        """The learning rate the next applied update will use."""
+        return self.scheduler.get_last_lr()[0]
+
+    @property
+    def device(self) -> torch.device:
+        """Where the module lives (DeepSpeed's device): every tensor the learner builds goes here."""
+        return module_device(self.engine.module)
 
     @contextlib.contextmanager
     def generation_context(self) -> Iterator[torch.nn.Module]:
@@ -309,6 +450,17 @@ class Learner:
         torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
         return bool(t.item() > 0)
 
+    @torch.no_grad()
+    def logprobs(self, prompts: list, groups: list[list]) -> tuple[torch.Tensor, torch.Tensor]:
+        """[N, T] log-probs of the completions in `groups` (N in order, T the longest) as `step`
+        computes them (same forward, mask and temperature), and their [N, T] mask, on the CPU:
+        to check them against an engine's `Completion.logprobs`. Under ZeRO-3 every rank must
+        call it."""
+        batch = collate(prompts, groups, self.policy.pad_token_id, self.device)
+        logprobs, _ = completion_logprobs(self.engine.module, batch, self.policy.blocked_tokens, with_entropy=False,
+                                          share_prompts=self.share_prompts, temperature=self.temperature)
+        return logprobs.cpu(), batch["completion_mask"].cpu()
+
     def step(self, algorithm: Algorithm, prompts: list, groups: list[list], advantages: torch.Tensor, *,
              alpha: float, normalizer: float, aggregation: str, clip_eps: float) -> StepResult:
         """One optimizer update on this rank's groups. advantages: [groups, G].
@@ -322,20 +474,19 @@ class Learner:
         grad_norm = float("nan")
         bad_loss = False
         lr = self.scheduler.get_last_lr()[0]
-        step_size = self.micro_batch_groups
-        for m, start in enumerate(range(0, len(prompts), step_size)):
-            batch = collate(prompts[start:start + step_size], groups[start:start + step_size],
-                            self.policy.pad_token_id)
+        for m, (batch, micro_advantages) in enumerate(micro_batches(
+                prompts, groups, advantages, self.micro_batch_groups, self.policy.pad_token_id, self.device)):
             self._forward_prologue()
-            logprobs, entropy = completion_logprobs(self.engine.module, batch,
-                                                    self.policy.blocked_tokens)
+            logprobs, entropy = completion_logprobs(self.engine.module, batch, self.policy.blocked_tokens,
+                                                    share_prompts=self.share_prompts,
+                                                    temperature=self.temperature)
             ref = None
             if self.reference is not None:
                 with torch.no_grad():
                     ref, _ = completion_logprobs(self.reference, batch, self.policy.blocked_tokens,
-                                                 with_entropy=False)
-            loss = policy_loss(algorithm, logprobs, batch["completion_mask"],
-                               advantages[start:start + step_size].reshape(-1),
+                                                 with_entropy=False, share_prompts=self.share_prompts,
+                                                 temperature=self.temperature)
+            loss = policy_loss(algorithm, logprobs, batch["completion_mask"], micro_advantages,
                                normalizer=normalizer, alpha=alpha, aggregation=aggregation,
                                clip_eps=clip_eps, ref_logprobs=ref, kl_coef=self.kl_coef)
             self.engine.backward(loss * self.world_size, scale_wrt_gas=False)

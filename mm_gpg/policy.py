@@ -37,17 +37,28 @@ class Policy:
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-def load_policy(name_or_path: str, dtype: str = "float32", attn_implementation: str | None = None) -> Policy:
-    """Load an image-text-to-text model and its processor from a hub id or a local directory."""
+def load_policy(name_or_path: str, dtype: str = "auto", attn_implementation: str | None = "auto",
+                device: str | torch.device | None = None) -> Policy:
+    """Load an image-text-to-text model and its processor from a hub id or a local directory.
+
+    `device`: where the model goes (None: it stays on the CPU). `dtype` and `attn_implementation`
+    `auto` are resolved for that device (see mm_gpg.device): bf16 and flash-attn or SDPA on a GPU,
+    float32 and SDPA on the CPU. A caller that lets another place the model (the learner:
+    DeepSpeed) passes the values resolved for where it will run."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from .device import resolve_attn_implementation, resolve_dtype
 
     if not os.path.isdir(name_or_path) and (not _HUB_ID.match(name_or_path) or os.path.exists(name_or_path)):
         raise FileNotFoundError(f"model.path: {name_or_path!r} is not a directory (and not a hub id "
                                 "of the form owner/name)")
-    kwargs = {"dtype": getattr(torch, dtype)}
-    if attn_implementation:
-        kwargs["attn_implementation"] = attn_implementation
-    model = AutoModelForImageTextToText.from_pretrained(name_or_path, **kwargs)
+    target = torch.device("cpu") if device is None else torch.device(device)
+    dtype = resolve_dtype(dtype, target)
+    attn = resolve_attn_implementation(attn_implementation or "auto", target, dtype)
+    model = AutoModelForImageTextToText.from_pretrained(name_or_path, dtype=getattr(torch, dtype),
+                                                        attn_implementation=attn)
+    if device is not None:
+        model.to(target)
     processor = AutoProcessor.from_pretrained(name_or_path)
     tokenizer = processor.tokenizer
     tokenizer.padding_side = "left"  # generation pads on the left; the learner builds its own batches
@@ -219,8 +230,11 @@ def _full_sequence_hidden(model: torch.nn.Module, batch: dict) -> torch.Tensor:
 
 
 def completion_logprobs(model: torch.nn.Module, batch: dict, blocked_tokens: torch.Tensor,
-                        token_chunk: int = 4096, with_entropy: bool = True, share_prompts: bool = True):
-    """Log-probs of the completion tokens only, and their (detached) entropy.
+                        token_chunk: int = 4096, with_entropy: bool = True, share_prompts: bool = True,
+                        temperature: float = 1.0):
+    """Log-probs of the completion tokens only, and their (detached) entropy, under the
+    distribution the rollout engines sample from: blocked ids masked, then logits / `temperature`
+    (log_softmax(logits) alone would be another distribution at T != 1, and the gradient off-policy).
 
     batch (see `mm_gpg.learner.collate`):
       input_ids, attention_mask, mm_token_type_ids: [N, L], prompt + completion, right-padded
@@ -252,6 +266,8 @@ def completion_logprobs(model: torch.nn.Module, batch: dict, blocked_tokens: tor
     for start in range(0, n * t, token_chunk):
         logits = lm_head(selected[start:start + token_chunk]).float()
         logits = logits.masked_fill(blocked, float("-inf"))
+        if temperature != 1.0:
+            logits = logits / temperature
         logp = torch.log_softmax(logits, dim=-1)
         logprob_chunks.append(logp.gather(1, targets[start:start + token_chunk, None]).squeeze(1))
         if with_entropy:

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from .config import Config
+from .device import module_device
 from .distributed import Dist
 from .learner import collate
 from .policy import Policy, completion_logprobs
@@ -65,7 +66,7 @@ def run_warmstart(config: Config, policy: Policy, dist: Dist, log=print) -> None
         for s in samples:
             ids = tokenizer(sft_target(s.answer, data.prompt_style), add_special_tokens=False)["input_ids"] + [eos]
             groups.append([Completion(token_ids=ids, text="", finish_reason="stop")])
-        batch = collate(prompts, groups, policy.pad_token_id)
+        batch = collate(prompts, groups, policy.pad_token_id, module_device(model))
         logprobs, _ = completion_logprobs(model, batch, policy.blocked_tokens, with_entropy=False)
         loss = -logprobs.sum() / batch["completion_mask"].sum()
         optimizer.zero_grad(set_to_none=True)

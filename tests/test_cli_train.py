@@ -47,6 +47,9 @@ def test_train_end_to_end_writes_metrics_and_a_loadable_model(tmp_path, tiny_mod
     n_tasks = len(TASK_NAMES)  # one held-out problem of each task
     assert summary["heldout_n"] == n_tasks
     assert f"held-out accuracy (greedy) on {n_tasks} problems: before" in result.stdout
+    # one line says where it runs (no GPU here: the CPU, float32 by `model.dtype: auto`)
+    assert [line for line in result.stdout.splitlines() if line.startswith("device: ")] == \
+        ["device: cpu, float32, attention sdpa"]
     assert list((run / "tensorboard").iterdir())
     from mm_gpg.policy import load_policy
     load_policy(str(run / "final"))
@@ -56,6 +59,8 @@ def test_train_end_to_end_writes_metrics_and_a_loadable_model(tmp_path, tiny_mod
     (["train.lrr=1"], "unknown config key 'train.lrr'; did you mean 'train.lr'?"),
     (["model.path=/nonexistent/model"], "model.path: '/nonexistent/model' is not a directory"),
     (["algorithm.name=gpgg"], "config key 'algorithm.name': unknown algorithm 'gpgg' (did you mean 'gpg'?)"),
+    (["algorithm.kl_coef=0.1"], "config key 'algorithm.kl_coef': must be 0 for gpg, whose loss has no KL term"),
+    (["model.device=gpu"], "config key 'model.device': must be auto, cpu, cuda or cuda:N"),
 ])
 def test_train_bad_input_is_one_line_and_nonzero(tmp_path, args, message):
     result = run_cli("train", "--config", str(REPO / "configs/tiny_synthetic.yaml"), "progress=false",

@@ -154,7 +154,7 @@ def trainer_config(out_dir, **train):
     config.rollout.group_size = 4
     config.rollout.max_new_tokens = 6
     config.algorithm.min_valid_fraction = 0.9  # forces GPG resampling on most steps
-    config.algorithm.max_extra_draws = 1
+    config.algorithm.max_draws = 2  # one resampling draw at most
     config.eval.before_training = False
     config.train.prompts_per_step = 4
     config.train.micro_batch_groups = 1

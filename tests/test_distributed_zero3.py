@@ -23,7 +23,7 @@ CONFIG = {
     "data": {"train": [{"source": "synthetic", "options": TASKS}],
              "heldout": [{"source": "synthetic", "options": {**TASKS, "split": "heldout", "size": 100}}]},
     "rollout": {"group_size": 8, "max_new_tokens": 24},
-    "algorithm": {"name": "gpg", "min_valid_fraction": 0.5, "max_extra_draws": 20},
+    "algorithm": {"name": "gpg", "min_valid_fraction": 0.5, "max_draws": 20},
     "rewards": [{"name": "accuracy", "weight": 1.0}, {"name": "format_r1", "weight": 0.1}],
     "train": {"steps": 20, "prompts_per_step": 16, "micro_batch_groups": 4, "lr": 3.0e-4, "warmup_steps": 10,
               "zero_stage": 3, "checkpoint_every": 20},

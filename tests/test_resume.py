@@ -40,7 +40,7 @@ def _config(tmp_path: Path, model_dir, zero_stage: int = 1, steps: int = 6) -> P
         "data": {"train": [{"source": "synthetic", "options": {"split": "train", "size": 200}}],
                  "heldout": [{"source": "synthetic", "options": {"split": "heldout", "size": 2}}]},
         "rollout": {"group_size": 4, "max_new_tokens": 8},
-        "algorithm": {"min_valid_fraction": 0.75, "max_extra_draws": 1},
+        "algorithm": {"min_valid_fraction": 0.75, "max_draws": 2},
         "rewards": [{"fn": f"{tmp_path / 'reward.py'}:reward", "weight": 1.0, "component": "accuracy"}],
         "reward_workers": 0,
         "train": {"steps": steps, "prompts_per_step": 4, "micro_batch_groups": 1, "lr": 1.0e-3, "warmup_steps": 2,

@@ -31,7 +31,9 @@ class Completion:
     finish_reason: str
     """"stop" (end-of-turn sampled) or "length" (cut at max_new_tokens)."""
     logprobs: list[float] | None = field(default=None)
-    """Per-token sampling log-probs, when the engine reports them (diagnostics only)."""
+    """Per-token log-probs of `token_ids` under the distribution they were sampled from (blocked
+    ids masked, then temperature, top-k, top-p); None when greedy or not reported. The hf engine
+    fills it; with top-k and top-p off it equals the learner's log-probs (diagnostics only)."""
 
 
 class RolloutEngine(abc.ABC):
