@@ -7,9 +7,12 @@ How this departs from GRPO (as GPG does, arXiv 2504.02546; DESIGN.md "GPG, exact
 - no importance ratio, no clipping, no KL term and no reference model: one on-policy update per
   batch, so there is no old-policy log-prob pass;
 - groups whose rewards are all equal carry no signal; when fewer than `min_valid_fraction` of a
-  batch's groups are valid, more prompts are drawn (up to `max_extra_draws` times), the batch is
-  refilled valid groups first, and the loss is multiplied by alpha = n_groups / n_valid counted
-  over the global batch, so that the invalid groups' zero gradients do not shrink the step.
+  batch's groups are valid, more prompts are drawn (up to `max_draws` draws in all, the first
+  included), the batch is refilled valid groups first, and the loss is multiplied by
+  alpha = n_groups / n_valid counted over the global batch, so that the invalid groups' zero
+  gradients do not shrink the step. A batch with no valid group at all takes no optimizer step
+  (`update/no_valid_group`): its policy gradient is zero, but Adam's momentum, weight decay and
+  the LR schedule would still move.
 The baselines (`grpo`, `dr_grpo`, `reinforce`) run through the same loop: only their registry
 entry (mm_gpg.algorithms.ALGORITHMS) differs.
 
@@ -346,7 +349,7 @@ class Trainer:
             if first_valid is None:
                 first_valid = n_valid / n_global
             enough = n_valid >= cfg.algorithm.min_valid_fraction * n_global
-            if not algo.resamples or enough or draws > cfg.algorithm.max_extra_draws:
+            if not algo.resamples or enough or draws >= cfg.algorithm.max_draws:
                 break
         with self.dist.stage("batch assembly", step):
             batch = self._assemble(sampled)
@@ -374,6 +377,10 @@ class Trainer:
         n_global = cfg.train.prompts_per_step
         tokens = sum(len(c.token_ids) for g in batch for c in g.completions)
         n_valid, n_tokens = self.dist.sum([sum(g.valid for g in batch), tokens])
+        if n_valid == 0:  # decided alike on every rank (global count); see the module docstring
+            return {"groups/valid_fraction": 0.0, "alpha": 1.0, "loss": 0.0, "grad_norm": 0.0,
+                    "entropy": float("nan"), "lr": self.learner.lr, "tokens": n_tokens,
+                    "nonfinite/skipped": 0.0, "update/no_valid_group": 1.0}
         alpha = correction_factor(int(n_valid), n_global) if algo.uses_alpha else 1.0
         aggregation = cfg.algorithm.aggregation or algo.aggregation
         normalizer = aggregation_normalizer(aggregation, int(n_tokens), n_global * cfg.rollout.group_size,
@@ -387,7 +394,7 @@ class Trainer:
         loss, entropy = self.dist.sum([result.loss, result.entropy * tokens])
         return {"groups/valid_fraction": n_valid / n_global, "alpha": alpha, "loss": loss,
                 "grad_norm": result.grad_norm, "entropy": entropy / max(1.0, n_tokens), "lr": result.lr,
-                "tokens": n_tokens, "nonfinite/skipped": float(result.skipped)}
+                "tokens": n_tokens, "nonfinite/skipped": float(result.skipped), "update/no_valid_group": 0.0}
 
     def _worker_restarts(self) -> int:
         """Scoring workers this rank's scorer has replaced so far (killed past the time limit, or
@@ -459,7 +466,8 @@ class Trainer:
                 with self.dist.stage("learner step", self.state.step + 1):
                     update_metrics = self.update(batch)
                 skipped = bool(update_metrics["nonfinite/skipped"])
-                if not skipped:
+                no_signal = bool(update_metrics["update/no_valid_group"])
+                if not skipped and not no_signal:
                     self.sync_weights()
                 self.state.step += 1
                 elapsed = time.perf_counter() - start
@@ -469,12 +477,14 @@ class Trainer:
                 for line in failure_warnings(self.state.step, reward_metrics, sampled) if self.dist.is_main else ():
                     print(f"mm-gpg: warning: {line}", file=sys.stderr, flush=True)
                 metrics = {**reward_metrics, **collect_metrics, **update_metrics,
-                           "nonfinite/in_a_row": self.state.nonfinite_in_a_row + 1 if skipped else 0,
+                           "nonfinite/in_a_row": (self.state.nonfinite_in_a_row + 1 if skipped else
+                                                  self.state.nonfinite_in_a_row if no_signal else 0),
                            "time/step": elapsed, "time/rollout": rollout_time,
                            "time/learner": elapsed - rollout_time,
                            "throughput/tokens_per_s": update_metrics.pop("tokens") / elapsed}
                 self.logger.log(self.state.step, metrics)
-                self._check_nonfinite(skipped, metrics)
+                if not no_signal:  # no update was tried: the non-finite run neither grows nor ends
+                    self._check_nonfinite(skipped, metrics)
                 if progress is not None:
                     progress.update(1)
                     progress.set_postfix(reward=f"{metrics['reward/mean']:.3f}",
