@@ -91,6 +91,16 @@ def after_think(text: str) -> str:
     return text[cut + 8:] if cut >= 0 else text
 
 
+def official_text(response: str, ex: "Extraction") -> str:
+    """What an official scorer is handed: the `<answer>` / `\\boxed{}` content when the response
+    has one (the official pipelines extract first), else the response after its `</think>` part
+    *as written*. Not stripped: the official scorers see trailing newlines and spaces, and some
+    of them (ChartQA's lower-cased comparison, MMMU's `" B "` search) score differently for it."""
+    if ex.text is not None and ex.rule in ("answer_tag", "boxed"):
+        return ex.text
+    return after_think(response if isinstance(response, str) else "" if response is None else str(response))
+
+
 def _distinct(items: list[str]) -> list[str]:
     """The different answers among `items` (whitespace-insensitive), in order of their last
     appearance, each as written (stripped)."""

@@ -62,15 +62,15 @@ def mathverse(idx, question, answer, question_type, response, version="Text Domi
 # (benchmark, [(record, expected score, expected parse_failure)])
 CASES = {
     "vqav2": [
-        # pred "two" -> processDigitArticle -> "2"; golds disagree -> punctuation only.
+        # golds disagree -> both sides normalised: pred "two" -> processDigitArticle -> "2".
         # 2 of 10 golds are "2": leaving out a "2" (2 subsets) -> 1 match -> 1/3; leaving out a "3"
         # (8 subsets) -> 2 matches -> 2/3; mean = (2 * 1/3 + 8 * 2/3) / 10 = 0.6
         (vqa(1, ["2", "2"] + ["3"] * 8, "<answer>two</answer>", "number"), 0.6, False),
         # "Red." -> punctuation drops the period -> "red"; 8 of 10 golds: every subset has >= 7 -> 1
         (vqa(2, ["red"] * 7 + ["dark red", "maroon", "red"], "<think>hmm</think><answer>Red.</answer>"), 1.0, False),
-        # quirk: when all annotators agree the gold is compared as written (no digit/article step),
-        # while the prediction is always normalised: "two" -> "2" != "two" -> 0
-        (vqa(3, ["two"] * 10, "<answer>two</answer>", "number"), 0.0, False),
+        # quirk: when all annotators agree neither side is normalised (vqaEval.py master):
+        # "two" == "two" -> 1, while "Two" != "two" -> 0
+        (vqa(3, ["two"] * 10, "<answer>two</answer>", "number"), 1.0, False),
         (vqa(4, ["yes"] * 10, "<answer>no</answer>", "yes/no"), 0.0, False),
     ],
     "chartqa": [
@@ -187,9 +187,9 @@ def test_eval_score_summary_has_categories(tmp_path, capsys):
     assert main(["score", "--benchmark", "vqav2", "--predictions", str(src), "--output", str(tmp_path / "o.jsonl"),
                  "--workers", "0"]) == 0
     printed = capsys.readouterr().out
-    # by VQAv2's answer_type: number (0.6, 0.0) -> 30.0; other (1.0) -> 100.0; yes/no (0.0) -> 0.0
+    # by VQAv2's answer_type: number (0.6, 1.0) -> 80.0; other (1.0) -> 100.0; yes/no (0.0) -> 0.0
     lines = {line.split()[0]: line.split() for line in printed.splitlines()[1:] if line.strip()}
-    assert lines["number"][1:3] == ["2", "30.0"] and lines["other"][1:3] == ["1", "100.0"]
+    assert lines["number"][1:3] == ["2", "80.0"] and lines["other"][1:3] == ["1", "100.0"]
     assert lines["yes/no"][1:3] == ["1", "0.0"]
 
 

@@ -231,22 +231,25 @@ def test_vqa_leave_one_out_average():
     assert score("vqa", "dog", vqa(["dog"] + ["cat"] * 9), mode="official") == pytest.approx(0.3)
 
 
-def test_vqa_number_words_and_the_official_quirk():
-    # prediction "two" -> processDigitArticle -> "2". Annotators disagree, so the gold answers
-    # get processPunctuation only: "two" stays "two" officially.
-    # Official: 2 matches ("2","2"). Leaving out a "2": 1 match -> 1/3; leaving out a "two":
-    # 2 matches -> 2/3. (2 * 1/3 + 8 * 2/3) / 10 = 18/30 = 0.6
+def test_vqa_number_words_when_annotators_disagree():
+    # Annotators disagree, so prediction and gold answers are both normalised: "two" -> "2"
+    # everywhere, ten matches of "2" -> every leave-one-out subset has 9 >= 3 -> 1.0
     s = vqa(["2", "2"] + ["two"] * 8)
-    assert score("vqa", "<answer>two</answer>", s, mode="official") == pytest.approx(0.6)
-    # Lenient normalises the gold answers too: all ten are "2" -> 1.0
+    assert score("vqa", "<answer>two</answer>", s, mode="official") == pytest.approx(1.0)
     assert score("vqa", "<answer>two</answer>", s, mode="lenient") == pytest.approx(1.0)
 
 
-def test_vqa_unanimous_gold_is_not_normalised_officially():
-    # All ten say "Yes": no processing of the gold, the prediction is lower-cased -> "yes" != "Yes"
-    s = vqa(["Yes"] * 10)
-    assert score("vqa", "<answer>Yes</answer>", s, mode="official") == 0.0
-    assert score("vqa", "<answer>Yes</answer>", s, mode="lenient") == 1.0
+def test_vqa_unanimous_gold_is_compared_as_written_officially():
+    # Ten identical answers: no normalisation on either side, only strip.
+    # "Yes" vs ten "Yes" -> 1; "yes" vs ten "Yes" -> 0; "Yes" vs ten "yes" -> 0
+    assert score("vqa", "<answer>Yes</answer>", vqa(["Yes"] * 10), mode="official") == 1.0
+    assert score("vqa", "<answer>yes</answer>", vqa(["Yes"] * 10), mode="official") == 0.0
+    assert score("vqa", "Yes", vqa(["yes"] * 10), mode="official") == 0.0
+    assert score("vqa", " yes\n", vqa(["yes"] * 10), mode="official") == 1.0  # stripped
+    # "two" vs ten "2": no number-word mapping without disagreement -> 0
+    assert score("vqa", "two", vqa(["2"] * 10), mode="official") == 0.0
+    # lenient normalises both sides always
+    assert score("vqa", "<answer>Yes</answer>", vqa(["yes"] * 10), mode="lenient") == 1.0
 
 
 @pytest.mark.parametrize("prediction, gold", [
@@ -261,7 +264,8 @@ def test_vqa_unanimous_gold_is_not_normalised_officially():
     ("yes!", "yes"),
 ])
 def test_vqa_official_normalisation(prediction, gold):
-    assert score("vqa", f"<answer>{prediction}</answer>", vqa([gold] * 10), mode="official") == 1.0
+    # one dissenting "zzz" turns normalisation on; 9 matches, every subset keeps >= 8 -> 1.0
+    assert score("vqa", f"<answer>{prediction}</answer>", vqa([gold] * 9 + ["zzz"]), mode="official") == 1.0
 
 
 def test_vqa_official_period_count_quirk():

@@ -7,8 +7,9 @@ parse failure. `lenient` (the training default) maps to our consistent verifiers
 - MathVista (lupantech/MathVista `evaluation/calculate_score.py`, `normalize_extracted_answer`
   + `safe_equal`): multiple choice takes the letter of a `(X)` in the extraction, maps a letter
   to its option text, and otherwise takes the option with the smallest Levenshtein distance
-  (deterministic, so kept; an empty extraction is a parse failure instead); integers compare
-  as `str(int(float(x)))` (truncation: 3.7 -> "3"), floats as `str(round(float(x), precision))`,
+  (deterministic, so kept, and an empty extraction goes through it too: "" is nearest to the
+  shortest option); integers compare as `str(int(float(x)))` (truncation: 3.7 -> "3"), floats
+  as `str(round(float(x), int(precision)))` (no precision: None, wrong),
   lists and text as `str(x)`; the result must equal the gold string exactly. The official
   extraction step is GPT-4; we use a record's own `extraction` field when it has one
   (`meta["extraction"]`), else MathVista's quick rules (the response itself when it is an option
@@ -26,7 +27,9 @@ parse failure. `lenient` (the training default) maps to our consistent verifiers
   letters A-E within the number of choices; else 0 (the official code picks a random option).
 
 The text the official rules see is the extracted answer when the response has an
-`<answer>` tag or a `\\boxed{}`, else the response after its `</think>` part.
+`<answer>` tag or a `\\boxed{}`, else the response after its `</think>` part as written (not
+stripped: in `"B.\\n"` the newline keeps MMMU from stripping the period, its search for `" B "`
+fails, and the official code guesses at random, which scores 0 here).
 """
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ import re
 
 from data_prep.schema import Sample
 
-from ..extract import after_think, extract_answer
+from ..extract import extract_answer, official_text
 from ..registry import register_verifier
 from ._common import result, unparsed
 from .choice import gold_index, multiple_choice
@@ -49,10 +52,7 @@ _LONG_DIGIT_RUN = re.compile(r"[0-9]{100}")
 def _official_text(response: str, ex) -> str | None:
     """What the official parsers see; None for absurd input (over MAX_OFFICIAL_CHARS, or a run
     of 100+ digits, on which the official regexes backtrack quadratically)."""
-    if ex.text is not None and ex.rule in ("answer_tag", "boxed"):
-        text = ex.text
-    else:
-        text = after_think(response).strip()
+    text = official_text(response, ex)
     if len(text) > MAX_OFFICIAL_CHARS or _LONG_DIGIT_RUN.search(text):
         return None
     return text
@@ -130,8 +130,10 @@ def mathvista_normalize(extraction: str, choices, question_type: str, answer_typ
         except (ValueError, OverflowError):
             return None
     if answer_type == "float":
+        if precision is None:  # int(None) raises in the official code: no prediction
+            return None
         try:
-            return str(round(float(extraction), precision if precision is not None else 0))
+            return str(round(float(extraction), precision))
         except (ValueError, OverflowError, TypeError):
             return None
     return str(extraction)
@@ -166,8 +168,6 @@ def mathvista(response: str, sample: Sample, mode: str = "lenient"):
     if question_type == "multi_choice":
         if not sample.choices:
             raise ValueError(f"mathvista: sample {sample.id!r}: multi_choice without choices")
-        if not extraction.strip():
-            return unparsed("mathvista", ex, "empty extraction")
     prediction = mathvista_normalize(extraction, sample.choices or [], question_type,
                                      answer_type, precision)
     if prediction is None:

@@ -5,7 +5,9 @@ statement for statement: both strings go through Python's `float()` (a trailing 
 100); when the prediction is a number and the gold is a *non-zero* number, correct iff
 `|pred - gold| / |gold| <= 0.05`; otherwise (gold 0, or either side not a number) correct iff
 `pred.lower() == gold.lower()`. `float()` is safe (it never runs code) and its quirks are kept:
-it accepts surrounding whitespace, `1_000`, `inf` and `nan`, and rejects `1,000` and `$5`.
+it accepts surrounding whitespace, `1_000`, `inf` and `nan`, and rejects `1,000` and `$5`. The
+prediction is the response as written (`extract.official_text`), so text answers are compared
+lower-cased but not stripped: `"Yes\\n"` is not `"yes"`, while `" 12"` is the number 12.
 
 `lenient` reads numbers our way first (thousands separators, units, currency, `%`, number
 words, one number stated in a sentence), then applies the same 5 % / exact-match rule with
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 from data_prep.schema import Sample
 
-from ..extract import extract_answer
+from ..extract import extract_answer, official_text
 from ..registry import register_verifier
 from ..textnorm import parse_number, single_number
 from ._common import result, unparsed
@@ -81,6 +83,8 @@ def relaxed(response: str, sample: Sample, mode: str = "lenient"):
         return unparsed("relaxed", ex, ex.rule)
     if ex.ambiguous:
         return result("relaxed", 0.0, ex, reason="several different answers")
-    rule = relaxed_official if mode == "official" else relaxed_lenient
-    ok = max(rule(ex.text, label) for label in gold_labels(sample))
+    if mode == "official":
+        ok = max(relaxed_official(official_text(response, ex), label) for label in gold_labels(sample))
+    else:
+        ok = max(relaxed_lenient(ex.text, label) for label in gold_labels(sample))
     return result("relaxed", ok, ex, mode=mode)

@@ -1,21 +1,22 @@
 """`vqa`: VQAv2 soft accuracy, `min(1, matches / 3)` averaged over the 10 leave-one-out subsets.
 
-`official` follows GT-Vision-Lab/VQA `PythonEvaluationTools/vqaEvaluation/vqaEval.py` (the
-Python 3 version) statement for statement, quirks included:
+`official` follows GT-Vision-Lab/VQA `PythonEvaluationTools/vqaEvaluation/vqaEval.py` as on
+its master branch (the commit "Fixed processing answers bug", the file the VQAv2 numbers come
+from), quirks included:
 
-- the prediction: newlines/tabs -> spaces, stripped, then `processPunctuation` and
-  `processDigitArticle` (lower-case, number words zero..ten and "none" -> digits, articles
-  dropped, contractions restored);
-- the gold answers get `processPunctuation` *only when the annotators disagree*
-  (`len(set(answers)) > 1`) and never the digit/article step: the annotation files are already
-  normalised, so an un-normalised gold compares verbatim;
+- the prediction (the response as written, `extract.official_text`) and every gold answer:
+  newlines/tabs -> spaces, stripped;
+- *only when the gold answers are not unanimous* (`len(set(answers)) > 1`) do the prediction and
+  the gold answers go through `processPunctuation` and then `processDigitArticle` (lower-case,
+  number words zero..ten and "none" -> digits, articles dropped, contractions restored). With
+  ten identical answers the stripped prediction is compared as it is: "Yes" scores 0 against
+  ten "yes", and "two" scores 1 against ten "two" but 0 against ten "2";
 - `processPunctuation` decides remove-vs-space per mark by looking at the *original* text, and its
   period regex `(?!<=\\d)(\\.)(?!\\d)` is a lookahead typo (any "." not before a digit goes) whose
   `sub` gets `re.UNICODE` (= 32) as its *count*, so at most 32 periods are removed.
 
-(The issue text says the official code normalises the *prediction* only on disagreement; that
-is the LAVIS/lmms-eval variant. The official file normalises the prediction always and the gold
-answers only on disagreement, and that is what `official` does.)
+(The Python 3 port on the repository's `feature/update_style` branch normalises the prediction
+always and the gold answers by punctuation only; it is not the one the published numbers use.)
 
 `lenient` normalises the prediction and every gold answer the same way (both steps) before the
 same leave-one-out average. Gold answers: `meta["answers"]` (strings or the hub's
@@ -27,7 +28,7 @@ import re
 
 from data_prep.schema import Sample
 
-from ..extract import extract_answer
+from ..extract import extract_answer, official_text
 from ..registry import register_verifier
 from ._common import result, unparsed
 
@@ -119,10 +120,12 @@ def soft_accuracy(prediction: str, answers: list[str]) -> float:
 
 
 def vqa_official(prediction: str, answers: list[str]) -> float:
-    pred = prediction.replace("\n", " ").replace("\t", " ").strip()
-    pred = process_digit_article(process_punctuation(pred))
-    if len(set(answers)) > 1:
-        answers = [process_punctuation(a) for a in answers]
+    def clean(text: str) -> str:
+        return text.replace("\n", " ").replace("\t", " ").strip()
+    pred, answers = clean(prediction), [clean(a) for a in answers]
+    if len(set(answers)) > 1:  # unanimous answers: both sides compared as written
+        pred = process_digit_article(process_punctuation(pred))
+        answers = [process_digit_article(process_punctuation(a)) for a in answers]
     return soft_accuracy(pred, answers)
 
 
@@ -141,5 +144,6 @@ def vqa(response: str, sample: Sample, mode: str = "lenient"):
     if ex.ambiguous:
         return result("vqa", 0.0, ex, reason="several different answers")
     answers = gold_answers(sample)
-    rule = vqa_official if mode == "official" else vqa_lenient
-    return result("vqa", rule(ex.text, answers), ex, mode=mode)
+    if mode == "official":
+        return result("vqa", vqa_official(official_text(response, ex), answers), ex, mode=mode)
+    return result("vqa", vqa_lenient(ex.text, answers), ex, mode=mode)
