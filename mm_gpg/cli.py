@@ -30,6 +30,10 @@ def train_command(args) -> int:
     from mm_gpg.distributed import configure_environment
 
     config = load_config(args.config, args.overrides)
+    if args.check:  # every setting is checked by load_config; nothing is loaded or written
+        print(f"config OK: {args.config or 'defaults'}" + (f" with {len(args.overrides)} override(s)"
+                                                            if args.overrides else ""))
+        return 0
     configure_environment(config.model.device)
     from data_prep.registry import load_source
     from eval.heldout import HeldoutEvaluator
@@ -165,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     p_train = sub.add_parser("train", help="train a policy (GPG or a baseline)")
     p_train.add_argument("--config", help="YAML recipe (see configs/)")
     p_train.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.lr=1e-4")
+    p_train.add_argument("--check", action="store_true",
+                         help="check every setting and exit (status 2 with a one-line error on the first bad one)")
     p_tiny = sub.add_parser("init-tiny", help="build the embedded tiny Qwen2-VL checkpoint")
     p_tiny.add_argument("dir")
     p_tiny.add_argument("--seed", type=int, default=0)

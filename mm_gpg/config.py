@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -312,10 +313,116 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
     return config
 
 
+def _get(config: Config, key: str) -> Any:
+    obj = config
+    for part in key.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+# Ranges of the numeric settings: key -> (low, high, low included, high included); None: unbounded.
+# Every number is also required to be finite. Checked before any work starts, so that a bad value
+# is one error line naming the key instead of a traceback (or a silent misbehaviour) later.
+INT_RANGES: dict[str, tuple] = {
+    "rollout.group_size": (1, None), "rollout.top_k": (0, None), "rollout.max_new_tokens": (1, None),
+    "rollout.max_prompts_per_call": (1, None),
+    "algorithm.max_draws": (1, None),
+    "train.steps": (1, None), "train.prompts_per_step": (1, None), "train.micro_batch_groups": (1, None),
+    "train.warmup_steps": (0, None), "train.seed": (0, 2 ** 32 - 1), "train.checkpoint_every": (0, None),
+    "train.keep_checkpoints": (0, None), "train.max_nonfinite": (1, None), "train.zero_stage": (0, 3),
+    "warmstart.steps": (0, None), "warmstart.batch_size": (1, None),
+    "eval.every": (0, None), "eval.max_new_tokens": (1, None), "eval.samples": (1, None),
+    "eval.suite_limit": (1, None),
+    "data.min_pixels": (1, None), "data.max_pixels": (1, None),
+    "reward_workers": (0, None),
+}
+FLOAT_RANGES: dict[str, tuple] = {
+    "rollout.temperature": (0.0, None, False), "rollout.top_p": (0.0, 1.0, False, True),
+    "algorithm.min_valid_fraction": (0.0, 1.0, True, True), "algorithm.clip_eps": (0.0, None, False),
+    "algorithm.kl_coef": (0.0, None, True),
+    "train.lr": (0.0, None, False), "train.weight_decay": (0.0, None, True), "train.grad_clip": (0.0, None, False),
+    "train.collective_timeout_s": (0.0, None, False),
+    "warmstart.lr": (0.0, None, False),
+    "eval.temperature": (0.0, None, True),
+    "reward_timeout_s": (0.0, None, False),
+}
+OPTIONAL_STRINGS = ("data.system_prompt", "eval.suite", "eval.suite_data_root", "algorithm.scale_rewards",
+                    "algorithm.aggregation")
+
+
+def _describe_range(low, high, low_in: bool = True, high_in: bool = True) -> str:
+    if high is None:
+        return f"must be {'>=' if low_in else '>'} {low}"
+    return f"must be in {'[' if low_in else '('}{low}, {high}{']' if high_in else ')'}"
+
+
+def _check_ranges(config: Config, fail) -> None:
+    for key, (low, high) in INT_RANGES.items():
+        value = _get(config, key)
+        if value is None and key == "eval.suite_limit":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            fail(key, f"expects an integer, got {value!r}")
+        if value < low or (high is not None and value > high):
+            fail(key, f"{_describe_range(low, high)}, got {value!r}")
+    for key, bounds in FLOAT_RANGES.items():
+        low, high, low_in = bounds[:3]
+        high_in = bounds[3] if len(bounds) > 3 else True
+        value = _get(config, key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            fail(key, f"expects a number, got {value!r}")
+        if not math.isfinite(value):
+            fail(key, f"must be a finite number, got {value!r}")
+        if (value < low or (value == low and not low_in)
+                or (high is not None and (value > high or (value == high and not high_in)))):
+            fail(key, f"{_describe_range(low, high, low_in, high_in)}, got {value!r}")
+    for key in OPTIONAL_STRINGS:
+        value = _get(config, key)
+        if value is not None and not isinstance(value, str):
+            fail(key, f"expects a string or null, got {value!r}")
+    if config.train.bf16 is not None and not isinstance(config.train.bf16, bool):  # 0 == False, but a typo
+        fail("train.bf16", f"must be true, false or null (follow model.dtype), got {config.train.bf16!r}")
+    for key in ("model.path", "output_dir"):
+        if not isinstance(_get(config, key), str) or not _get(config, key).strip():
+            fail(key, "must be a non-empty string")
+
+
+def _check_relations(config: Config, fail) -> None:
+    d, r, e = config.data, config.rollout, config.eval
+    if d.min_pixels > d.max_pixels:
+        fail("data.min_pixels", f"must be <= data.max_pixels ({d.max_pixels}), got {d.min_pixels}")
+    if r.engine == "hf" and r.vllm:
+        fail("rollout.vllm", f"vLLM options {sorted(r.vllm)} given with rollout.engine=hf; set "
+                             f"rollout.engine=vllm or remove the block")
+    if r.engine == "vllm" and r.vllm:
+        allowed = _vllm_options()
+        unknown = sorted(str(k) for k in r.vllm if k not in allowed) if allowed else []
+        if unknown:
+            near = difflib.get_close_matches(unknown[0], allowed, n=1)
+            fail(f"rollout.vllm.{unknown[0]}", f"not a vLLM engine option"
+                 + (f"; did you mean {near[0]!r}?" if near else "") + f" (valid: {', '.join(sorted(allowed))})")
+    if not isinstance(e.suite_overrides, list) or not all(isinstance(x, str) and "=" in x for x in e.suite_overrides):
+        fail("eval.suite_overrides", f"expects a list of KEY=VALUE strings, got {e.suite_overrides!r}")
+
+
+def _vllm_options() -> list[str]:
+    """The vLLM engine's keyword options (what `rollout.vllm` may hold); [] when it cannot be read."""
+    import inspect
+    try:
+        from .rollout.vllm_engine import VLLMRolloutEngine
+    except Exception:  # noqa: BLE001 - an engine that does not import is reported when it is built
+        return []
+    params = inspect.signature(VLLMRolloutEngine.__init__).parameters
+    return [n for n, p in params.items() if p.kind is p.KEYWORD_ONLY]
+
+
 def validate(config: Config) -> None:
-    """Cross-field checks that a single field's type cannot express."""
+    """Every setting's range and type, relations between keys and engine-specific blocks, checked
+    before any work starts: the first problem raises ConfigError naming its key."""
     def fail(key: str, expected: str):
         raise ConfigError(f"config key {key!r}: {expected}")
+    _check_ranges(config, fail)
+    _check_relations(config, fail)
     if config.rollout.group_size < 1:
         fail("rollout.group_size", "must be >= 1")
     if config.train.prompts_per_step < 1:
@@ -367,6 +474,8 @@ def validate(config: Config) -> None:
         fail("data.prompt_style", f"must be one of {sorted(STYLE_INSTRUCTIONS)}")
     if config.rollout.engine not in ("hf", "vllm"):
         fail("rollout.engine", "must be hf or vllm")
+    if not config.data.train:
+        fail("data.train", "needs at least one source")
     for key, entries in (("data.train", config.data.train), ("data.heldout", config.data.heldout)):
         for i, entry in enumerate(entries):
             if not isinstance(entry, dict) or "source" not in entry:
@@ -374,9 +483,27 @@ def validate(config: Config) -> None:
             extra = set(entry) - {"source", "weight", "options", "name"}
             if extra:
                 fail(f"{key}[{i}]", f"unknown field(s) {sorted(extra)}; allowed: source, weight, options, name")
+            weight = entry.get("weight", 1.0)
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not (
+                    math.isfinite(weight) and weight > 0):
+                fail(f"{key}[{i}].weight", f"must be a finite number > 0, got {weight!r}")
+            if not isinstance(entry.get("options", {}), dict):
+                fail(f"{key}[{i}].options", f"expects a mapping of the source's options, got {entry['options']!r}")
+            if not isinstance(entry["source"], str):
+                fail(f"{key}[{i}].source", f"expects a source name, got {entry['source']!r}")
+            from data_prep.registry import get_source
+            try:
+                get_source(entry["source"])
+            except KeyError as exc:
+                fail(f"{key}[{i}].source", exc.args[0])
     for i, entry in enumerate(config.rewards):
         if not isinstance(entry, dict) or not ({"name", "fn"} & set(entry)):
             fail(f"rewards[{i}]", "expected a mapping with 'name' or 'fn'")
+    from rewards.scorer import resolve_specs
+    try:  # names, weights, modes, ranges; a plug-in's file and function are loaded to check them
+        resolve_specs(config.rewards)
+    except (ValueError, OSError, ImportError) as exc:
+        raise ConfigError(f"config key 'rewards': {' '.join(str(exc).split())}") from None
 
 
 def to_dict(config: Config) -> dict:

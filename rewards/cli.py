@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import tempfile
@@ -78,6 +79,13 @@ def _read(path: str, verifier: str):
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if not (math.isfinite(args.timeout) and args.timeout > 0):
+        print(f"mm-gpg score: --timeout: expected a finite number of seconds > 0, got {args.timeout!r}",
+              file=sys.stderr)
+        return 2
+    if args.workers < 0:
+        print(f"mm-gpg score: --workers: expected an integer >= 0, got {args.workers}", file=sys.stderr)
+        return 2
     name = args.verifier
     if name != "auto":
         try:

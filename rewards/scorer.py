@@ -234,8 +234,9 @@ class RewardScorer:
     """
 
     def __init__(self, specs: list[dict], timeout_s: float = 5.0, num_workers: int = 2):
-        if not (isinstance(timeout_s, (int, float)) and timeout_s > 0):
-            raise ValueError(f"timeout_s: expected a positive number of seconds, got {timeout_s!r}")
+        if not (isinstance(timeout_s, (int, float)) and not isinstance(timeout_s, bool)
+                and math.isfinite(timeout_s) and timeout_s > 0):
+            raise ValueError(f"timeout_s: expected a finite positive number of seconds, got {timeout_s!r}")
         if not isinstance(num_workers, int) or num_workers < 0:
             raise ValueError(f"num_workers: expected an integer >= 0, got {num_workers!r}")
         self.specs = resolve_specs(specs)
