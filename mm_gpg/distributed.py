@@ -169,7 +169,8 @@ def init_distributed(timeout_s: float = DEFAULT_COLLECTIVE_TIMEOUT_S, device: st
 
     if timeout_s <= 0:
         raise ValueError(f"collective timeout must be > 0 seconds, got {timeout_s}")
-    if "RANK" not in os.environ:
+    own_group = "RANK" not in os.environ
+    if own_group:
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
                           MASTER_PORT=str(_free_port()))
     target = resolve_device(device)  # cuda: this rank's GPU, cuda:LOCAL_RANK
@@ -179,5 +180,11 @@ def init_distributed(timeout_s: float = DEFAULT_COLLECTIVE_TIMEOUT_S, device: st
     if not torch.distributed.is_initialized():
         deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo", verbose=False,
                                    timeout=datetime.timedelta(seconds=timeout_s))
+    if own_group:
+        # The rendezvous variables of a group of our own must not reach child processes: a child
+        # would take them for a launcher's and try to listen on this process's port (EADDRINUSE).
+        # LOCAL_RANK stays: DeepSpeed's engine reads it.
+        for key in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+            os.environ.pop(key, None)
     return Dist(rank=torch.distributed.get_rank(), world_size=torch.distributed.get_world_size(),
                 timeout_s=float(timeout_s), device=collective_device(torch.distributed.get_backend()))

@@ -123,10 +123,7 @@ def test_a_zero2_run_killed_after_a_checkpoint_resumes_on_the_device(device, tin
     command = _train_command(device, tiny_model_dir, out)
     steps_total = 20 if device == "cuda" else 6
     kill_after = 12 if device == "cuda" else 3  # a checkpoint (step 10 / step 2) exists by then
-    # Not this process's one-rank group (the `dist` fixture's RANK, MASTER_PORT, ...): a new run.
-    launcher = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-    env = {**{k: v for k, v in os.environ.items() if k not in launcher}, "PYTHONPATH": str(ROOT),
-           "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
     metrics, deadline, logged = out / "metrics.jsonl", time.monotonic() + 600, []
