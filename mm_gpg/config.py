@@ -270,12 +270,61 @@ def _apply(obj: Any, data: dict, where: str, prefix: str = "") -> None:
             setattr(obj, key, _check_type(dotted, value, current, where))
 
 
+MAX_YAML_NODES = 100_000
+"""The most nodes a config document may hold once its aliases are expanded. A config is a few
+hundred; an alias bomb ("billion laughs") is a few lines that expand to billions, which hashing
+or printing the options (the warm-start cache key) would then build in memory."""
+MAX_YAML_DEPTH = 200
+"""The deepest nesting a config document may have (PyYAML composes recursively)."""
+
+
+def safe_load_yaml(text: str, where: str, max_nodes: int = MAX_YAML_NODES) -> Any:
+    """`yaml.safe_load` that refuses, with a ConfigError naming `where`, a document that expands
+    through aliases to more than `max_nodes` nodes or nests deeper than MAX_YAML_DEPTH. The size
+    is counted on the composed node graph (each alias costs its target's size) before anything is
+    constructed, so the check itself never expands the document."""
+    loader = yaml.SafeLoader(text)
+    try:
+        try:
+            node = loader.get_single_node()
+        except RecursionError:
+            raise ConfigError(f"{where}: YAML nested too deeply") from None
+        if node is None:
+            return None
+        sizes: dict[int, int] = {}
+        stack: list[tuple[yaml.Node, int, bool]] = [(node, 0, False)]
+        while stack:  # post-order, iterative: a deep document must not exhaust Python's stack
+            current, depth, children_done = stack.pop()
+            if id(current) in sizes:
+                continue
+            if depth > MAX_YAML_DEPTH:
+                raise ConfigError(f"{where}: YAML nested deeper than {MAX_YAML_DEPTH} levels")
+            if isinstance(current, yaml.SequenceNode):
+                children = list(current.value)
+            elif isinstance(current, yaml.MappingNode):
+                children = [n for pair in current.value for n in pair]
+            else:
+                children = []
+            if children_done or not children:
+                size = 1 + sum(sizes.get(id(c), 0) for c in children)
+                if size > max_nodes:
+                    raise ConfigError(f"{where}: YAML document expands to more than {max_nodes:,} nodes through "
+                                      f"its aliases (&anchor / *alias); refusing it (an alias bomb?)")
+                sizes[id(current)] = size
+                continue
+            stack.append((current, depth, True))
+            stack.extend((c, depth + 1, False) for c in children if id(c) not in sizes)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ConfigError(f"override {text!r}: expected key=value (e.g. train.lr=1e-4)")
     key, raw = text.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = safe_load_yaml(raw, f"override {text[:80]!r}") if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     if isinstance(value, str) and raw.strip():
@@ -300,9 +349,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
     if path is not None:
         path = Path(path)
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = safe_load_yaml(path.read_text(encoding="utf-8"), str(path)) or {}
         except FileNotFoundError:
             raise ConfigError(f"{path}: config file not found") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
         _apply(config, data, str(path))
@@ -405,6 +456,31 @@ def _check_relations(config: Config, fail) -> None:
         fail("eval.suite_overrides", f"expects a list of KEY=VALUE strings, got {e.suite_overrides!r}")
 
 
+def _check_source_options(key: str, name: str, source_fn, options: dict, fail) -> None:
+    """A source's options, checked against what its loader accepts (and the adapter's own
+    `check_options`) before anything reads data or hashes them (the warm-start cache key)."""
+    import inspect
+    params = inspect.signature(source_fn).parameters
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    defn = getattr(source_fn, "source_def", None)
+    named = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    allowed = named + (list(defn.options) if defn is not None else [])
+    for option in options:
+        if not isinstance(option, str):
+            fail(key, f"option names must be strings, got {option!r}")
+        if option not in allowed and (defn is not None or not takes_any):
+            near = difflib.get_close_matches(option, allowed, n=1)
+            fail(f"{key}.{option}", f"not an option of source {name!r}" + (f"; did you mean {near[0]!r}?" if near else "")
+                 + f" (valid: {', '.join(sorted(allowed))})")
+    if defn is not None and defn.check_options is not None:
+        own = {**defn.options, **{k: v for k, v in options.items() if k in defn.options}}
+        try:
+            defn.check_options(own)
+        except (ValueError, KeyError, TypeError) as exc:
+            text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+            fail(key, " ".join(str(text).split()))
+
+
 def _vllm_options() -> list[str]:
     """The vLLM engine's keyword options (what `rollout.vllm` may hold); [] when it cannot be read."""
     import inspect
@@ -493,9 +569,10 @@ def validate(config: Config) -> None:
                 fail(f"{key}[{i}].source", f"expects a source name, got {entry['source']!r}")
             from data_prep.registry import get_source
             try:
-                get_source(entry["source"])
+                source_fn = get_source(entry["source"])
             except KeyError as exc:
                 fail(f"{key}[{i}].source", exc.args[0])
+            _check_source_options(f"{key}[{i}].options", entry["source"], source_fn, entry.get("options", {}), fail)
     for i, entry in enumerate(config.rewards):
         if not isinstance(entry, dict) or not ({"name", "fn"} & set(entry)):
             fail(f"rewards[{i}]", "expected a mapping with 'name' or 'fn'")

@@ -155,3 +155,46 @@ def test_score_refuses_an_infinite_timeout(tmp_path, capsys):
                  "--timeout", "inf"]) == 2
     err = capsys.readouterr().err
     assert "--timeout" in err and len(err.splitlines()) == 1 and not (tmp_path / "o.jsonl").exists()
+
+
+BOMB = """data:
+  train:
+    - source: synthetic
+      options:
+        a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]
+""" + "".join(f"        {c}: &{c} [{', '.join([f'*{p}'] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi"))
+
+
+def test_a_yaml_alias_bomb_is_refused_before_it_expands(tmp_path):
+    """9 ** 9 (387 million) strings in a dozen lines: refused while composing, in well under a
+    second, with no MemoryError; a config that uses an anchor sensibly still loads."""
+    import time
+    path = tmp_path / "bomb.yaml"
+    path.write_text(BOMB)
+    started = time.perf_counter()
+    rc, _, err = _check(["--config", str(path)])
+    assert rc == 2 and len(err.splitlines()) == 1 and str(path) in err and "alias" in err, err
+    assert time.perf_counter() - started < 5
+    rc, _, err = _check(["data.train=[{source: synthetic, options: {x: &a [1, 2, 3], y: [*a, *a, *a, *a, *a, *a, *a, *a, "
+                         "*a, *a, *a, *a, *a, *a]}}]"])
+    assert rc == 2 and "data.train[0].options.x" in err  # small: expands fine, then the option name is refused
+    fine = tmp_path / "fine.yaml"
+    fine.write_text("data:\n  train:\n    - {source: synthetic, options: &o {split: train, size: 50}}\n"
+                    "  heldout:\n    - {source: synthetic, options: *o}\n")
+    rc, out, err = _check(["--config", str(fine)])
+    assert rc == 0, err
+
+
+def test_deeply_nested_yaml_is_one_error_line(tmp_path):
+    for depth in (300, 100_000):
+        path = tmp_path / f"deep{depth}.yaml"
+        path.write_text("data:\n  train: " + "[" * depth + "]" * depth + "\n")
+        rc, _, err = _check(["--config", str(path)])
+        assert rc == 2 and len(err.splitlines()) == 1 and "nested" in err and str(path) in err, err[-500:]
+
+
+def test_source_options_are_checked_before_anything_uses_them():
+    rc, _, err = _check(["data.train=[{source: synthetic, options: {sise: 5}}]"])
+    assert rc == 2 and "data.train[0].options.sise" in err and "did you mean 'size'" in err
+    rc, _, err = _check(["data.heldout=[{source: geometry3k, options: {paht: x}}]"])
+    assert rc == 2 and "data.heldout[0].options.paht" in err
