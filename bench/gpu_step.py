@@ -13,8 +13,8 @@ ZeRO stage 0, one process):
   tokens/s = B x G x max_new_tokens / time.
 - learner: one GPG update on those completions (random non-zero advantages), after one untimed
   warm-up update; timed with and without gradient checkpointing.
-  tokens = the tokens the language model runs (each prompt once per group + every completion
-  token); MFU = 6 x language-model parameters x tokens / time / the GPU's dense bf16 peak (the
+  tokens = the tokens the language model runs (every completion token, plus each prompt once per
+  group, or once per completion under gradient checkpointing, which turns prompt sharing off); MFU = 6 x language-model parameters x tokens / time / the GPU's dense bf16 peak (the
   table below; unknown GPUs and the CPU get none).
 - peak memory: `torch.cuda.max_memory_allocated` over each phase.
 
@@ -176,7 +176,9 @@ def run_arch(name: str, arch: dict | None, args, tiny_dir: Path, device: torch.d
                 update()
             sync(device)
             step_s = (time.perf_counter() - t0) / args.learner_steps
-            tokens = prompt_tokens + completion_tokens  # what the language model runs (prompt once per group)
+            # What the language model runs: each prompt once per group when the learner shares its
+            # keys/values, else once per completion (gradient checkpointing turns sharing off).
+            tokens = completion_tokens + prompt_tokens * (1 if learner.share_prompts else args.group_size)
             record.update(learner_step_s=round(step_s, 3), learner_tokens=tokens,
                           learner_tokens_per_s=round(tokens / step_s, 1), learner_peak_gib=peak_gib(device),
                           mfu=round(6 * lm_params * tokens / step_s / peak, 4) if peak else None)

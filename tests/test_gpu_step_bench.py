@@ -38,6 +38,8 @@ def test_tiny_run_on_the_cpu_writes_every_figure(tmp_path):
     for r in records:
         # 2 prompts x 2 samples x 8 tokens: end-of-turn is blocked, so every completion is full length
         assert r["rollout_tokens"] == 2 * 2 * 8 and r["rollout_tokens_per_s"] > 0
-        assert r["learner_tokens"] == r["rollout_tokens"] + 2 * r["prompt_tokens_per_prompt"]
+        # each of the 2 prompts once per group, or once per completion (x2) under checkpointing
+        runs_of_each_prompt = 2 if r["gradient_checkpointing"] else 1
+        assert r["learner_tokens"] == r["rollout_tokens"] + 2 * r["prompt_tokens_per_prompt"] * runs_of_each_prompt
         assert r["learner_tokens_per_s"] > 0 and r["mfu"] is None and "error" not in r
     assert "| tiny | True |" in (tmp_path / "gpu_step.md").read_text()
