@@ -48,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="the verifiers' mode (default: official)")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds per verifier call")
     p.add_argument("--workers", type=int, default=2, help="scoring processes (0: in this process, no time limit)")
+    p.add_argument("--on-bad-line", choices=("error", "skip"), default="error",
+                   help="a malformed line (invalid UTF-8 or JSON, too deeply nested, a lone surrogate, a bad "
+                        "record): stop with an error naming it (default), or skip it with a warning")
     p.add_argument("--bootstrap", type=int, default=N_BOOT, help="bootstrap resamples for the interval")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     return p
@@ -94,55 +97,77 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from rewards import cli as rewards_cli
     from data_prep.schema import BadRecord
-    from rewards.records import RecordError, detect_benchmark
+    from rewards.records import RecordError, detect_benchmark, record_to_sample
 
     from .core import categories_of, error_text
     if not os.path.isfile(args.predictions):
         print(f"mm-gpg eval score: --predictions: no such file {args.predictions!r}", file=sys.stderr)
         return 2
+    skip = args.on_bad_line == "skip"
+    skipped: list = []
     try:
-        lines = list(rewards_cli.read_jsonl(args.predictions))
+        lines = list(rewards_cli.read_jsonl(args.predictions, args.on_bad_line, skipped))
     except (RecordError, OSError, UnicodeDecodeError) as exc:
         print(f"mm-gpg eval score: {args.predictions}: {exc}", file=sys.stderr)
         return 1
+    if skip and (args.benchmark in RECORD_BENCHMARKS or args.benchmark == "generic"):
+        # Lines `mm-gpg score` would refuse are left out here, so that its output lines up with ours.
+        kept = []
+        for line_no, record in lines:
+            try:
+                record_to_sample(record, line_no, RECORD_BENCHMARKS.get(args.benchmark, "auto"))
+            except RecordError as exc:
+                skipped.append(exc)
+                continue
+            kept.append((line_no, record))
+        lines = kept
     entry = _suite_entry(args.benchmark)
     keys = list(entry.categories) if entry is not None else []
     categories: list[dict] = []
     rewritten: list[dict] | None = None
     if args.benchmark in ADAPTER_BENCHMARKS:
         rewritten = []
+    kept_lines = []
     for line_no, record in lines:
         sample = None
+        problem = None
         if args.benchmark != "generic":
             try:
                 sample = _adapter_sample(args.benchmark, record, line_no, entry and entry.split)
             except Exception as exc:
                 if rewritten is not None:  # this schema is read by the adapter only
-                    why = str(exc) if isinstance(exc, BadRecord) else error_text(exc)
-                    print(f"mm-gpg eval score: {args.predictions}: line {line_no}: {why}", file=sys.stderr)
-                    return 1
-        categories.append(categories_of(sample, keys) if sample is not None else {})
-        if rewritten is not None:
+                    problem = str(exc) if isinstance(exc, BadRecord) else error_text(exc)
+        if rewritten is not None and problem is None:
+            temp = None
             if not isinstance(record.get("response"), str):
-                print(f"mm-gpg eval score: {args.predictions}: line {line_no}: field 'response': "
-                      f"expected a string", file=sys.stderr)
-                return 1
-            temp = {**record, **_generic_fields(sample)}
-            if detect_benchmark(temp) != "generic":
-                print(f"mm-gpg eval score: {args.predictions}: line {line_no}: the record's fields look "
-                      f"like {detect_benchmark(temp)!r}, not {args.benchmark!r}", file=sys.stderr)
-                return 1
+                problem = "field 'response': expected a string"
+            else:
+                temp = {**record, **_generic_fields(sample)}
+                if detect_benchmark(temp) != "generic":
+                    problem = f"the record's fields look like {detect_benchmark(temp)!r}, not {args.benchmark!r}"
+        if problem is not None:
+            if skip:
+                skipped.append(f"line {line_no}: {problem}")
+                continue
+            print(f"mm-gpg eval score: {args.predictions}: line {line_no}: {problem}", file=sys.stderr)
+            return 1
+        if rewritten is not None:
             rewritten.append(temp)
+        categories.append(categories_of(sample, keys) if sample is not None else {})
+        kept_lines.append((line_no, record))
+    lines = kept_lines
+    for problem in skipped:
+        print(f"mm-gpg eval score: warning: {args.predictions}: skipped {problem}", file=sys.stderr)
 
     out_path = Path(args.output)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     verifier = RECORD_BENCHMARKS.get(args.benchmark, "auto")
     with tempfile.TemporaryDirectory(prefix=".mm-gpg-eval-score-", dir=out_path.parent) as tmp:
         source = args.predictions
-        if rewritten is not None:
+        if rewritten is not None or skipped:  # the lines to score, and only those
             source = os.path.join(tmp, "input.jsonl")
             with open(source, "w", encoding="utf-8") as f:
-                for rec in rewritten:
+                for rec in (rewritten if rewritten is not None else [record for _, record in lines]):
                     f.write(json.dumps(rec, ensure_ascii=False) + "\n")
         scored_path = os.path.join(tmp, "scored.jsonl")
         messages = io.StringIO()

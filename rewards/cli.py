@@ -9,8 +9,10 @@ Each input line holds a `response` and the benchmark record's own fields (see
 `error` when the verifier raised). The record's own fields are never overwritten, `score`
 excepted: a score field whose name the record already uses (MathVista's own `extraction`, the
 GPT step's answer) is written as `scoring_<name>` instead. The default mode is `official`, so
-numbers compare with published ones. A malformed line stops the run with a one-line error
-naming the line number and field; the output is written to a temporary file and renamed at
+numbers compare with published ones. A malformed line (invalid UTF-8 or JSON, nesting deeper
+than 64 levels, a lone surrogate escape, a missing or wrong field) stops the run with a one-line
+error naming the line number and field, or with `--on-bad-line skip` is left out with a
+warning. The output is written to a temporary file (with the usual permissions) and renamed at
 the end, so a partial file never looks complete.
 """
 from __future__ import annotations
@@ -38,23 +40,96 @@ def _parser() -> argparse.ArgumentParser:
                    help="benchmark rule mode (default: official)")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds per verifier call")
     p.add_argument("--workers", type=int, default=2, help="scoring processes (0: in-process)")
+    p.add_argument("--on-bad-line", choices=ON_BAD_LINE, default="error",
+                   help="a malformed line (invalid UTF-8 or JSON, too deeply nested, a lone surrogate, a "
+                        "missing field): stop with an error naming it (default), or skip it with a warning")
     return p
 
 
-def read_jsonl(path: str):
-    """Yield (line_no, record) for every non-blank line of a JSONL file; RecordError naming the
-    line when it is not valid JSON or not a JSON object."""
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
+MAX_DEPTH = 64
+"""Deepest JSON nesting a scoring record may have (benchmark records nest two or three levels)."""
+
+ON_BAD_LINE = ("error", "skip")
+
+
+def _surrogate_path(value, path: str = "") -> str | None:
+    """The field path of the first string (key or value) holding a lone surrogate (JSON allows
+    the escape "\\ud800", UTF-8 cannot write it), or None. Iterative: depth is bounded first."""
+    stack = [(value, path)]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, str):
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise RecordError(line_no, "<json>", f"not valid JSON ({exc.msg} at column {exc.colno})") from None
-            if not isinstance(record, dict):
-                raise RecordError(line_no, "<record>", f"expected a JSON object, got {type(record).__name__}")
-            yield line_no, record
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return where or "<record>"
+        elif isinstance(item, dict):
+            for key, sub in item.items():
+                try:
+                    key.encode("utf-8")
+                except UnicodeEncodeError:
+                    return f"{where}.<key>" if where else "<key>"
+                stack.append((sub, f"{where}.{key}" if where else key))
+        elif isinstance(item, list):
+            stack.extend((sub, f"{where}[{i}]") for i, sub in enumerate(item))
+    return None
+
+
+def _depth(value) -> int:
+    depth, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (dict, list)):
+            depth = max(depth, level)
+            if depth > MAX_DEPTH:
+                return depth
+            stack.extend((sub, level + 1) for sub in (item.values() if isinstance(item, dict) else item))
+    return depth
+
+
+def parse_line(raw: bytes, line_no: int) -> dict | None:
+    """One JSONL line -> its record (None for a blank line); RecordError naming the line for
+    invalid UTF-8, invalid JSON, nesting deeper than MAX_DEPTH, a lone surrogate, or a value that
+    is not a JSON object."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RecordError(line_no, "<utf-8>", f"not valid UTF-8 (byte {exc.start + 1} of the line)") from None
+    if not line.strip():
+        return None
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise RecordError(line_no, "<json>", f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+    except RecursionError:
+        raise RecordError(line_no, "<json>", f"nested deeper than {MAX_DEPTH} levels") from None
+    if not isinstance(record, dict):
+        raise RecordError(line_no, "<record>", f"expected a JSON object, got {type(record).__name__}")
+    if _depth(record) > MAX_DEPTH:
+        raise RecordError(line_no, "<json>", f"nested deeper than {MAX_DEPTH} levels")
+    bad = _surrogate_path(record)
+    if bad is not None:
+        raise RecordError(line_no, bad, "holds a lone surrogate (an unpaired \\ud800-\\udfff escape), "
+                                        "which UTF-8 cannot encode")
+    return record
+
+
+def read_jsonl(path: str, on_bad_line: str = "error", skipped: list | None = None):
+    """Yield (line_no, record) for every non-blank line of a JSONL file. A bad line (see
+    `parse_line`) raises RecordError naming it, or with on_bad_line="skip" is left out and its
+    RecordError appended to `skipped`."""
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, 1):
+            try:
+                record = parse_line(raw, line_no)
+            except RecordError as exc:
+                if on_bad_line != "skip":
+                    raise
+                if skipped is not None:
+                    skipped.append(exc)
+                continue
+            if record is not None:
+                yield line_no, record
 
 
 def scored_record(record: dict, fields: dict) -> dict:
@@ -70,10 +145,18 @@ def scored_record(record: dict, fields: dict) -> dict:
     return out
 
 
-def _read(path: str, verifier: str):
-    """Yield (line_no, record, response, sample) for every non-blank line; RecordError on a bad one."""
-    for line_no, record in read_jsonl(path):
-        response, sample = record_to_sample(record, line_no, verifier)
+def _read(path: str, verifier: str, on_bad_line: str = "error", skipped: list | None = None):
+    """Yield (line_no, record, response, sample) for every non-blank line; RecordError on a bad one
+    (or, with on_bad_line="skip", the line left out and its error appended to `skipped`)."""
+    for line_no, record in read_jsonl(path, on_bad_line, skipped):
+        try:
+            response, sample = record_to_sample(record, line_no, verifier)
+        except RecordError as exc:
+            if on_bad_line != "skip":
+                raise
+            if skipped is not None:
+                skipped.append(exc)
+            continue
         yield line_no, record, response, sample
 
 
@@ -101,8 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     if not os.path.isfile(args.input):
         print(f"mm-gpg score: --input: no such file {args.input!r}", file=sys.stderr)
         return 2
+    skipped: list[RecordError] = []
     try:  # validate every line before any scoring
-        n_lines = sum(1 for _ in _read(args.input, name))
+        n_lines = sum(1 for _ in _read(args.input, name, args.on_bad_line, skipped))
     except RecordError as exc:
         print(f"mm-gpg score: {args.input}: {exc}", file=sys.stderr)
         return 1
@@ -113,7 +197,12 @@ def main(argv: list[str] | None = None) -> int:
     from .scorer import build_scorer
     out_dir = os.path.dirname(os.path.abspath(args.output))
     os.makedirs(out_dir, exist_ok=True)
+    for exc in skipped:
+        print(f"mm-gpg score: warning: {args.input}: skipped {exc}", file=sys.stderr)
     fd, tmp = tempfile.mkstemp(prefix=".mm-gpg-score-", suffix=".jsonl.tmp", dir=out_dir)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes it private; the output gets the usual mode
     totals = {"score": 0.0, "parse_failures": 0, "timeouts": 0, "errors": 0}
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out, \
@@ -137,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
                     totals["errors"] += res.info["errors"]
                 batch.clear()
 
-            for item in _read(args.input, name):
+            for item in _read(args.input, name, args.on_bad_line):
                 batch.append(item)
                 if len(batch) >= BATCH:
                     flush()
@@ -156,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     mean = totals["score"] / n_lines if n_lines else 0.0
     print(f"scored {n_lines} lines with {name} ({args.mode}): mean score {mean:.4f}, "
           f"parse failures {totals['parse_failures']}, timeouts {totals['timeouts']}, "
-          f"errors {totals['errors']} -> {args.output}", file=sys.stderr)
+          f"errors {totals['errors']}" + (f", skipped lines {len(skipped)}" if skipped else "")
+          + f" -> {args.output}", file=sys.stderr)
     return 0
 
 
