@@ -181,6 +181,9 @@ def single_number(text: str, words: bool = True) -> tuple[tuple[Fraction, bool] 
     """The one number an answer states: `((value, percent), "ok")`, `(None, "none")` when it
     holds no number, `(None, "multiple")` when it states several different ones (a shotgun), or
     `(None, "expression")` when it is an expression (`2^{10}`, `3\\sqrt{2}`) rather than a number.
+    `(None, "not_a_number")` when the one number sits in code-like text or is negated: the span
+    must read as a number with plain words around it ("There are 3 shapes"), so `exit(3)`,
+    `AZYUK3A`, `x_3` and `not 3` are not 3.
 
     The part after the last `=` is used when there is one (`x = 5`).
     """
@@ -203,7 +206,69 @@ def single_number(text: str, words: bool = True) -> tuple[tuple[Fraction, bool] 
         return None, "none"
     if len(distinct) > 1:
         return None, "multiple"
+    if not _plain_words_around(cleaned):
+        return None, "not_a_number"
     return numbers[-1], "ok"
+
+
+_CODE_LIKE = re.compile(r"[()\[\]{}_=<>\\\"`@#^*|~;]")
+_GLUED = re.compile(r"[A-Za-z][0-9]|[0-9][A-Za-z]")
+_NEGATED = re.compile(r"(?<![a-z])(?:not|no|never|isn'?t|aren'?t|wrong|except)(?![a-z])", re.I)
+
+
+def _plain_words_around(text: str) -> bool:
+    """Whether the text around the numbers of `text` is plain words (no code-like characters,
+    no letters glued to a digit, no negation)."""
+    plain = _latex_fracs_to_slash(strip_units(strip_latex(clean_unicode(text))))
+    if _GLUED.search(plain) or _NEGATED.search(plain):
+        return False
+    return not _CODE_LIKE.search(_NUMBER.sub(" ", plain))
+
+
+_ANSWER_WORDS = re.compile(
+    r"\s*(?:(?:so|thus|therefore|hence)\s*,?\s+)?(?:the\s+)?(?:final\s+)?(?:answer|result)\s*"
+    r"(?:is|:|=)?\s*:?", re.I)
+_NAME_BEFORE_EQUALS = re.compile(r"\s*\\?[A-Za-z]{1,3}(?:_\{?[A-Za-z0-9]{1,3}\}?)?\s*")
+_SPACED_THOUSANDS = re.compile(r"(?<![0-9.])([1-9][0-9]{0,2}(?:\s[0-9]{3})+)(?![0-9])")
+_THOUSANDS_COMMAS = re.compile(r"-?[1-9][0-9]{0,2}(?:,[0-9]{3})+(?:\.[0-9]+)?")
+_DECIMAL_COMMA = re.compile(r"(-?[0-9]+),([0-9]+)")
+
+
+def answer_number(text: str) -> tuple[Fraction, bool] | None:
+    """An answer span read *as a whole* as one number, or None.
+
+    Allowed around the number: units (`3 cm`, `140°`), a name and `=` (`x = 5`, `AB = 5`),
+    leading words such as "the answer is", a final period. Thousands written with spaces
+    (`1 000`) or commas (`1,000.99`), and a decimal comma where the digits after it are not a
+    thousands group (`2,74`, `1000,99`, `0,111`), as math-verify reads them. Anything else is
+    not a number: `exit(3)`, `AZYUK2A`, `3 or 4`, `I think 3 but maybe not` -> None (one number
+    somewhere in a span is not an answer).
+    """
+    if len(text) > 200:
+        return None
+    candidates = [text]
+    cleaned = clean_unicode(text)
+    lead = _ANSWER_WORDS.match(cleaned)
+    if lead and lead.end() < len(cleaned):
+        candidates.append(cleaned[lead.end():])
+    if "=" in cleaned:
+        head, tail = cleaned.rsplit("=", 1)
+        if _NAME_BEFORE_EQUALS.fullmatch(head.strip("$ ")) or not head.strip("$ "):
+            candidates.append(tail)
+    for candidate in candidates:
+        stripped = candidate.strip().strip("$").strip().rstrip(".").strip()
+        m = _DECIMAL_COMMA.fullmatch(stripped)
+        if m and not _THOUSANDS_COMMAS.fullmatch(stripped):  # before parse_number: "0,111" is 0.111
+            return parse_number(f"{m.group(1)}.{m.group(2)}")
+        value = parse_number(candidate)
+        if value is not None:
+            return value
+        joined = _SPACED_THOUSANDS.sub(lambda m: m.group(1).replace(" ", ""), stripped)
+        if joined != stripped:
+            value = parse_number(joined)
+            if value is not None:
+                return value
+    return None
 
 
 def decimals_of(text) -> int | None:

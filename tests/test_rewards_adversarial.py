@@ -52,6 +52,11 @@ def injections(path) -> list[str]:
         f"<answer>$\\input{{{p}}}$</answer>",
         "<answer>__import__('time').sleep(100)</answer>",
         f"<think>x</think><answer>7; __import__('os').system('touch {p}')</answer>",
+        # no span: math-verify reads the whole response, its plain-expression extraction included
+        f"The final answer is __import__('os').system('touch {p}') I hope",
+        f"Answer: (lambda: open('{p}', 'w').write('x'))()",
+        f"answer = eval(\"open('{p}', 'w')\")",
+        f"Answer: 3 + __import__('os').system('touch {p}')",
     ]
 
 
@@ -73,6 +78,30 @@ HUGE = [
     "<answer>" + "1" * 5000 + "</answer>",
     "0." + "1" * 200_000,
     "<answer>" + "\\frac{" * 300 + "1" + "}{2}" * 300 + "</answer>",
+    # the plain-expression path (no span: math-verify's expression extraction sees these)
+    "The final answer is 9^9^9^9 I hope",
+    "Answer: 2^99999",
+    "Answer: 10**10**10",
+    "Answer: 9^(9^9)",
+    "Answer: 2^(3+99999)",
+    "answer: " + "(" * 300 + "3" + ")" * 300,
+    "Answer: " + "9*" * 2000 + "9",
+    "Answer: 1/0",
+]
+# Spans that hold the gold's number 3 without reading as a number or option: never 3
+GAMING = [
+    "\\boxed{exit(3)}",
+    "<answer>exit(3)</answer>",
+    "<answer>AZYUK3A</answer>",
+    "\\boxed{x_3}",
+    "<answer>print(3)</answer>",
+    "<answer>os.system(3)</answer>",
+    "<answer>f(3)</answer>",
+    "<answer>not 3</answer>",
+    "<answer>__import__(3)</answer>",
+    "\\boxed{\\text{exit}(3)}",
+    "<answer>'3'.strip()</answer>",
+    "<answer>[3][0]</answer>",
 ]
 LOOKALIKES = [
     "<answer>٣</answer>",          # Arabic-Indic three
@@ -196,3 +225,47 @@ def test_shotgun_answers_in_official_mode(scorers):
         assert res.info["timeouts"] == 0 and res.info["errors"] == 0
         if i % n not in quirky:
             assert res.components["accuracy"] == 0.0, (SHOTGUNS[i // n], i % n, res.info)
+
+
+def test_gaming_spans_score_zero_in_lenient_mode(scorers):
+    results, _, n = _score_all(scorers[0], GAMING)
+    for i, res in enumerate(results):
+        assert res.info["timeouts"] == 0 and res.info["errors"] == 0
+        assert res.components["accuracy"] == 0.0, (GAMING[i // n], samples()[i % n].answer_type,
+                                                     samples()[i % n].task, res.info)
+
+
+def test_gaming_spans_in_official_mode(scorers):
+    # as with shotguns, MathVista's nearest option and MMMU's parsers map any text somewhere
+    results, _, n = _score_all(scorers[1], GAMING)
+    quirky = {10, 11, 12}
+    for i, res in enumerate(results):
+        assert res.info["timeouts"] == 0 and res.info["errors"] == 0
+        if i % n not in quirky:
+            assert res.components["accuracy"] == 0.0, (GAMING[i // n], i % n, res.info)
+
+
+@pytest.mark.parametrize("expr, allowed", [
+    ("1 000", True), ("(9+1)", True), ("1/2", True), ("2**3", True), ("2 ** ( -3 )", True),
+    ("exit(3)", False), ("__import__", False), ("os.system", False), ("'3'", False),
+    ("[3]", False), ("x", False), ("3,4", False), ("a=1", False),
+    ("9**9**9", False), ("2**99999", False), ("9**(9**9)", False), ("2**(3+99999)", False),
+    ("2**3.5", False), ("2**2*2**2*2**2", False), ("(" * 21 + "1" + ")" * 21, False), ("1" * 201, False),
+])
+def test_plain_expression_grammar(expr, allowed):
+    from rewards.verifiers.math import plain_expression_refusal
+    assert (plain_expression_refusal(expr) is None) == allowed
+
+
+def test_the_guard_stands_in_front_of_parse_expr(tmp_path):
+    # math-verify's parser module calls `parse_expr` by its module-level name; once guarded,
+    # text outside the grammar raises before sympy sees it, text inside parses as before
+    import math_verify.parser as mv_parser
+
+    from rewards.verifiers.math import install_expr_guard
+    assert install_expr_guard()
+    sentinel = tmp_path / "pwned"
+    with pytest.raises(ValueError, match="refused"):
+        mv_parser.parse_expr(f"__import__('os').system('touch {sentinel}')", evaluate=False)
+    assert not sentinel.exists()
+    assert mv_parser.parse_expr("(9+1)*2", evaluate=False).doit() == 20

@@ -10,9 +10,9 @@ from rewards.records import RecordError, detect_benchmark, record_to_sample
 # Records with the public datasets' own field names (VQAv2 / ChartQA / MathVista / MMMU /
 # ScienceQA as on the hub) plus a `response`.
 RECORDS = [
-    {"question_id": 1, "question": "What animal?", "response": "<answer>A dog.</answer>",
+    {"question_id": 1, "question": "What animal?", "response": "<answer>dog</answer>",
      "answers": [{"answer": "dog", "answer_confidence": "yes", "answer_id": i} for i in range(1, 11)]},
-    {"question": "Share?", "response": "The answer is 12%", "label": ["0.12"]},
+    {"question": "Share?", "response": "<answer>12%</answer>", "label": ["0.12"]},
     {"pid": "7", "question": "How many?", "response": "<answer>3.7</answer>", "question_type": "free_form",
      "answer_type": "integer", "answer": "3", "precision": None, "choices": None, "unit": None},
     {"pid": "8", "response": "<answer>(B)</answer>", "question_type": "multi_choice", "answer_type": "text",
@@ -39,7 +39,9 @@ def test_auto_scores_every_benchmark_officially(tmp_path):
     out = read(dst)
     assert [r["verifier"] for r in out] == ["vqa", "relaxed", "mathvista", "mathvista", "mmmu",
                                             "scienceqa", "math"]
-    # every line scores 1 officially; MathVista truncates 3.7 to "3"
+    # every line scores 1 officially; MathVista truncates 3.7 to "3". (Officially "A dog." would
+    # score 0 against ten "dog": unanimous answers are compared as written; and ChartQA's
+    # official rule sees a response without a span as written, "The answer is 12%" included.)
     assert [r["score"] for r in out] == [1.0] * 7
     assert out[0]["question_id"] == 1 and out[0]["answers"][0]["answer_id"] == 1  # record kept
     assert out[0]["extraction"] == "answer_tag" and out[0]["parse_failure"] is False

@@ -71,6 +71,26 @@ def _text_hits(text: str, choices) -> set[int]:
                                        for j in hits)}
 
 
+_CODE_LIKE = re.compile(r"[()\[\]{}_=<>\\\"`@#$^*|~;]|[0-9]")
+_NAME_EQUALS = re.compile(r"^\s*\\?[A-Za-z]{1,3}\s*=\s*")  # "x = 3" reads as 3
+_NEGATION = re.compile(r"(?<![a-z])(?:not|no|never|isn'?t|aren'?t|wrong|except)(?![a-z])", re.I)
+
+
+def _reads_as_option(text: str, choice) -> bool:
+    """Whether `text` reads as a whole as this option: the option's text with plain words
+    around it ("it is green", "maybe 3", "x = 3"). Code-like residue (brackets, `_`, `=`, another digit)
+    or a negation means it does not: against option "3", `exit(3)`, `x_3` and `not 3` are not
+    answers (the rule that one option's text anywhere in the span counted was gameable)."""
+    opt = str(choice).strip()
+    if not opt:
+        return False
+    pattern = r"(?<![A-Za-z0-9])" + re.escape(opt) + r"(?![A-Za-z0-9])"
+    if not re.search(pattern, text, flags=re.I):
+        return True  # matched only after normalisation (accents, LaTeX): judged as before
+    residue = re.sub(pattern, " ", _NAME_EQUALS.sub("", text, count=1), flags=re.I)
+    return not _CODE_LIKE.search(residue) and not _NEGATION.search(residue)
+
+
 def _named_options(text: str, choices, n: int) -> set[int]:
     """Every option free text names, by `(X)`, a standalone capital letter, or its text."""
     named = {ord(x) - 65 for x in _PAREN_LETTER.findall(text) if ord(x) - 65 < n}
@@ -107,7 +127,11 @@ def parse_choice(answer: str, choices) -> tuple[int | None, str]:
         return int(m.group(1)) - 1, "ok"
     named = _named_options(text, choices, n)
     if len(named) == 1:
-        return named.pop(), "ok"
+        i = named.pop()
+        by_letter = chr(65 + i) in _PAREN_LETTER.findall(text) + _BARE_LETTER.findall(text)
+        if by_letter or _reads_as_option(text, choices[i]):
+            return i, "ok"
+        return None, "none"
     if len(named) > 1:
         return None, "multiple"
     return None, "none"

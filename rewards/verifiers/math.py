@@ -1,11 +1,20 @@
 """`math`: symbolic and numeric equivalence through math-verify, units normalised away.
 
-Plain numbers on both sides are compared exactly here (fast, and math-verify misses a bare
-number); anything else goes to math-verify's LaTeX parser. Only its LaTeX extraction is used:
-its plain-expression extraction calls sympy's `parse_expr`, which evaluates Python code, and
-model text must never reach that. Power towers, giant exponents and factorials are refused
-before parsing (`\\boxed{9^{9^{9^{9}}}}` would otherwise run for ever); the worker's hard time
-limit is the backstop.
+The verdict is math-verify's default `verify(parse(gold), parse(response))` (what most RL
+pipelines use), with two deliberate differences: an `<answer>` span is parsed on its own
+(math-verify misses a bare number directly inside `<answer>140</answer>`), and a span that reads
+as a whole as one number is compared exactly here (fast; units such as `cm`, `°` dropped).
+Without an `<answer>` span math-verify sees the response after its `</think>` part, as it
+would: several `\\boxed{}` answers form a set or tuple, display math and relations are its own.
+
+Model text never reaches sympy's `parse_expr` unguarded: math-verify's plain-expression
+extraction calls it (it evaluates Python), so `install_expr_guard` puts a strict token grammar
+in front (`plain_expression_refusal`: digits, `.`, whitespace, `+ - * / ( )` and at most two
+small powers; no letters, underscores, quotes, attribute dots or brackets). Where the guard
+cannot be installed (math-verify moved the name) the plain-expression extraction is not used at
+all. Power towers, giant exponents and factorials are refused before any parsing
+(`\\boxed{9^{9^{9^{9}}}}` would otherwise run for ever); the worker's hard time limit is the
+backstop.
 """
 from __future__ import annotations
 
@@ -16,9 +25,9 @@ from functools import lru_cache
 
 from data_prep.schema import Sample
 
-from ..extract import extract_answer
+from ..extract import after_think, extract_answer
 from ..registry import register_verifier
-from ..textnorm import clean_unicode, parse_number, single_number, strip_units
+from ..textnorm import answer_number, clean_unicode, strip_units
 from ._common import numbers_equal, result, unparsed
 
 INTERNAL_TIMEOUT_S: int | None = 2
@@ -26,6 +35,9 @@ INTERNAL_TIMEOUT_S: int | None = 2
 scorer's worker sets it below its hard limit. Off the main thread math-verify runs without it."""
 
 MAX_LATEX_CHARS = 400
+MAX_RESPONSE_CHARS = 20_000
+"""Longest response (after `</think>`) handed to math-verify whole; longer ones are judged on
+their extracted answer alone."""
 
 
 class _InternalTimeouts(logging.Filter):
@@ -51,9 +63,12 @@ for _name in ("math_verify.grader", "math_verify.parser"):  # math-verify's own 
 _TIMED_OUT: set = set()
 
 
-def too_complex(text: str) -> str | None:
+_PY_POWER = re.compile(r"[0-9A-Za-z)\]}.]\s*\*\*\s*[-+(0-9A-Za-z{]")
+
+
+def too_complex(text: str, max_chars: int = MAX_LATEX_CHARS) -> str | None:
     """A reason to refuse `text` before any parsing, or None."""
-    if len(text) > MAX_LATEX_CHARS:
+    if len(text) > max_chars:
         return "too long"
     if re.search(r"[0-9]{3,}\s*!|!\s*!", text):
         return "large factorial"
@@ -62,11 +77,13 @@ def too_complex(text: str) -> str | None:
         j = i + 1
         while j < len(text) and text[j] in " \t":
             j += 1
-        if j < len(text) and text[j] == "{":
+        if j < len(text) and text[j] in "{(":  # `^{...}`, and `^(...)` as plain text writes it
+            opening = text[j]
+            closing = "}" if opening == "{" else ")"
             depth, k = 0, j
             while k < len(text):
-                depth += text[k] == "{"
-                depth -= text[k] == "}"
+                depth += text[k] == opening
+                depth -= text[k] == closing
                 if depth == 0:
                     break
                 k += 1
@@ -74,17 +91,75 @@ def too_complex(text: str) -> str | None:
         else:
             m = re.match(r"[-+]?[0-9.]+|\\?[A-Za-z]+|.", text[j:])
             exponent = m.group(0) if m else ""
-        if "^" in exponent or "**" in exponent:
-            return "nested exponent"
+            k = j + len(exponent) - 1
+        if "^" in exponent or "**" in exponent or text[k + 1:k + 3].lstrip().startswith("^"):
+            return "nested exponent"  # `^{9^9}`, and the chain `9^9^9` (right-associative)
         digits = re.findall(r"[0-9]+", exponent)
         if any(len(d) > 4 for d in digits):
             return "huge exponent"
         if text.count("^") > 8:
             return "too many exponents"
         i = text.find("^", i + 1)
-    if "**" in text:
+    if _PY_POWER.search(text):  # not markdown bold (`**Answer:**`)
         return "python power operator"
     return None
+
+
+_PLAIN_EXPRESSION = re.compile(r"[0-9.\s+\-*/()]*")
+_SMALL_POWER = re.compile(r"\*\*\s*(?:\(\s*-?\s*[0-9]{1,3}\s*\)|-?[0-9]{1,3})(?![0-9.]|\s*\*\*)")
+
+
+def plain_expression_refusal(expr: str) -> str | None:
+    """Why `expr` may not reach sympy's `parse_expr`, or None when it may.
+
+    The grammar is what math-verify's plain-expression regex can produce once `^` became `**`:
+    digits, `.`, whitespace, `+ - * / ( )`. Anything else (a letter, `_`, a quote, `[`, `,`,
+    `=`) is refused, so no name, attribute, call or literal of Python can appear. Powers are
+    limited to two, each with a literal integer exponent of at most 3 digits (`9**9**9`,
+    `2**(3+99999)` and `2**1e9` are refused).
+    """
+    if not isinstance(expr, str) or len(expr) > 200:
+        return "too long"
+    if not _PLAIN_EXPRESSION.fullmatch(expr):
+        return "outside the plain-expression grammar"
+    powers = expr.count("**")
+    if powers > 2:
+        return "too many powers"
+    if powers and len(_SMALL_POWER.findall(expr)) != powers:
+        return "power without a small literal exponent"
+    depth = 0
+    for ch in expr:
+        depth += (ch == "(") - (ch == ")")
+        if depth > 20:
+            return "too deeply nested"
+    return None
+
+
+_GUARD: dict = {}
+
+
+def _guarded_parse_expr(expr, *args, **kwargs):
+    reason = plain_expression_refusal(expr)
+    if reason:
+        raise ValueError(f"plain expression refused: {reason}")
+    return _GUARD["parse_expr"](expr, *args, **kwargs)
+
+
+def install_expr_guard() -> bool:
+    """Put `plain_expression_refusal` in front of the `parse_expr` math-verify's parser module
+    calls (its only door to sympy's code-evaluating parser). True when the guard is in place;
+    False (fail closed: no plain-expression extraction) when the module no longer has that name."""
+    if "ok" in _GUARD:
+        return _GUARD["ok"]
+    import math_verify.parser as mv_parser
+    current = getattr(mv_parser, "parse_expr", None)
+    ok = callable(current) and hasattr(mv_parser, "parse_expr_cached")
+    if ok and current is not _guarded_parse_expr:
+        _GUARD["parse_expr"] = current
+        mv_parser.parse_expr = _guarded_parse_expr
+        mv_parser.parse_expr_cached.cache_clear()  # nothing parsed before the guard is reused
+    _GUARD["ok"] = ok
+    return ok
 
 
 def _timeouts() -> tuple[dict, dict]:
@@ -123,12 +198,16 @@ def _latex(text: str) -> str:
 
 @lru_cache(maxsize=4096)
 def _parse(text: str):
-    from math_verify import LatexExtractionConfig, parse  # heavy import, only where needed
+    """math-verify's default `parse(text)`: LaTeX and plain-expression extraction (the latter
+    behind `install_expr_guard`), falling back to the first match's string."""
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse  # heavy import
+    configs = [LatexExtractionConfig()]
+    if install_expr_guard():
+        configs.append(ExprExtractionConfig())
     parse_kw, _ = _timeouts()
     before = _InternalTimeouts.count
     try:
-        return tuple(parse(_latex(text), extraction_config=[LatexExtractionConfig()],
-                           fallback_mode="no_fallback", **parse_kw))
+        return tuple(parse(text, extraction_config=configs, **parse_kw))
     except Exception:
         return ()
     finally:
@@ -136,12 +215,23 @@ def _parse(text: str):
             _remember_timeout(text)
 
 
+_DELIMITED = re.compile(r"\$|\\\[|\\\(|\\boxed|\\fbox")
+
+
+def _parse_gold(gold_text: str) -> tuple:
+    """A gold with its own math delimiters is read as written (math-verify's view); a bare one,
+    as datasets store answers (`2√{3}`, `140°`), as one LaTeX formula with units dropped."""
+    if _DELIMITED.search(gold_text):
+        return _parse(gold_text) or _parse(_latex(gold_text))
+    return _parse(_latex(gold_text)) or _parse(gold_text)
+
+
 @lru_cache(maxsize=4096)
 def _equivalent(gold_text: str, pred_text: str) -> bool:
-    """math-verify's verdict on two answer texts (cached: a group of G samples often repeats
-    an answer, and the verdict is a pure function of the two texts)."""
+    """math-verify's verdict on a gold and a text to parse (cached on the texts: a group of G
+    samples often repeats an answer, and parsed matrices are not hashable)."""
     before = _InternalTimeouts.count
-    verdict = _verify(_parse(gold_text), _parse(pred_text))
+    verdict = _verify(_parse_gold(gold_text), _parse(pred_text))
     if _InternalTimeouts.count != before:
         _remember_timeout((gold_text, pred_text))
     return verdict
@@ -164,20 +254,27 @@ def _verify(gold, pred) -> bool:
 
 def warm_up() -> None:
     """Import and exercise math-verify's main paths once (numbers, symbols, roots, powers,
-    equations, sets), so that sympy's lazy imports do not land on the first scored call
-    (workers call this before accepting work)."""
+    equations, sets, a plain expression), so that sympy's lazy imports do not land on the first
+    scored call (workers call this before accepting work)."""
     global INTERNAL_TIMEOUT_S
     # No internal limit here: these imports take seconds on a busy machine, and a timed-out
     # warm-up would both warn ("Timeout during comparison") and leave the imports to the first
     # real call. The worker's startup limit bounds this instead.
     limit, INTERNAL_TIMEOUT_S = INTERNAL_TIMEOUT_S, None
     try:
-        for gold, pred in (("\\frac{1}{2}", "0.5"), ("9", "ab c"), ("\\sqrt{2}", "2^{1/2}")):
-            _verify(_parse(gold), _parse(pred))
+        for gold, pred in (("\\frac{1}{2}", "$0.5$"), ("9", "$ab c$"), ("\\sqrt{2}", "$2^{1/2}$"),
+                           ("10", "Answer: (9+1)")):
+            _equivalent(gold, pred)
     finally:
         INTERNAL_TIMEOUT_S = limit
         _parse.cache_clear()
         _equivalent.cache_clear()
+
+
+# Python, not mathematics: an answer holding these is refused before math-verify could pick a
+# number out of it (`Answer: 3 + __import__('os')...` is not 3)
+_CODE_MARKERS = re.compile(r"__|\blambda\b|\bimport\b|\b(?:eval|exec|open|exit|print|getattr|compile)\s*\("
+                           r"|[A-Za-z_]\.[A-Za-z_]+\s*\(")
 
 
 @register_verifier("math")
@@ -185,30 +282,65 @@ def math_answer(response: str, sample: Sample):
     ex = extract_answer(response)
     if ex.text is None:
         return unparsed("math", ex, ex.rule)
-    if ex.ambiguous:
+    if _CODE_MARKERS.search(ex.text):
+        return unparsed("math", ex, "code, not an answer")
+    if ex.ambiguous and ex.rule == "answer_tag":
         return result("math", 0.0, ex, reason="several different answers")
     gold_text = str(sample.answer)
-    gold_num = parse_number(gold_text)
-    pred_num, status = single_number(ex.text, words=False)
-    if gold_num is not None and pred_num is not None:
-        return result("math", numbers_equal(pred_num, gold_num, gold_text), ex, method="number")
-    if gold_num is not None and status == "multiple":
-        return result("math", 0.0, ex, shotgun=True, reason="several different numbers")
-    reason = too_complex(ex.text)
-    if reason:
-        return unparsed("math", ex, reason)
-    pred = _parse(ex.text)
-    if not pred:
-        if ex.text in _TIMED_OUT:
+    gold_words = " ".join(gold_text.split())
+    if gold_words and gold_words in (" ".join(str(response).split()), " ".join(ex.text.split())):
+        # written exactly as the gold (`12:00`, `\\text{Monday}`): right whether or not it parses
+        return result("math", 1.0, ex, method="identical")
+    if not ex.ambiguous:
+        # The fast path, and the anti-gaming rule: the span counts as a number only when it
+        # reads as one as a whole (`exit(3)` and `AZYUK2A` are not 3).
+        gold_num, pred_num = answer_number(gold_text), answer_number(ex.text)
+        if gold_num is not None and pred_num is not None:
+            # math-verify compares numbers rounded to 6 decimals: 0.0833333333 is 1/12
+            ok = numbers_equal(pred_num, gold_num, gold_text) or (
+                not pred_num[1] and not gold_num[1]
+                and round(float(pred_num[0]), 6) == round(float(gold_num[0]), 6))
+            return result("math", ok, ex, method="number")
+    # What math-verify is handed: the <answer> span (it misses a bare number inside the tag),
+    # else the response after </think> as it would see it (several boxes form a set).
+    sources: list[tuple[str, int]] = []  # (text for math-verify, longest allowed)
+    if ex.rule == "answer_tag":
+        # the span as one formula, never its loose numbers: `<answer>I guess 3 or so</answer>`
+        # is not 3 (math-verify's plain-text extraction would take the 3)
+        sources.append((_latex(ex.text), MAX_LATEX_CHARS))
+    else:
+        tail = after_think(response if isinstance(response, str) else str(response))
+        sources.append((tail, MAX_RESPONSE_CHARS))
+        if not ex.ambiguous:  # units dropped (`140^\\circ`), unicode math read
+            sources.append((_latex(ex.text), MAX_LATEX_CHARS))
+    refused, parsed_any, verdict, timed_out = None, False, False, False
+    for source, max_chars in sources:
+        reason = too_complex(source, max_chars)
+        if reason:
+            refused = refused or reason
+            continue
+        if not _parse(source):
+            timed_out = timed_out or source in _TIMED_OUT
+            continue
+        if not parsed_any:
+            parsed_any = True
+            if not _parse_gold(gold_text):
+                if any(g in _TIMED_OUT for g in (gold_text, _latex(gold_text))):
+                    return result("math", 0.0, ex, internal_timeout=True,
+                                  reason="math-verify's time limit ran out while parsing the gold answer")
+                raise ValueError(f"math: sample {sample.id!r}: gold answer {sample.answer!r} does not parse")
+        verdict = _equivalent(gold_text, source)
+        timed_out = timed_out or (gold_text, source) in _TIMED_OUT
+        if verdict:
+            break
+    if not parsed_any:
+        if refused:
+            return unparsed("math", ex, refused)
+        if timed_out:
             return result("math", 0.0, ex, parse_failure=True, internal_timeout=True,
                           reason="math-verify's time limit ran out while parsing the answer")
         return unparsed("math", ex, "math-verify could not parse the answer")
-    if not _parse(gold_text):
-        if gold_text in _TIMED_OUT:
-            return result("math", 0.0, ex, internal_timeout=True,
-                          reason="math-verify's time limit ran out while parsing the gold answer")
-        raise ValueError(f"math: sample {sample.id!r}: gold answer {sample.answer!r} does not parse")
-    verdict = _equivalent(gold_text, ex.text)
-    if (gold_text, ex.text) in _TIMED_OUT:
-        return result("math", verdict, ex, method="math_verify", internal_timeout=True)
+    if timed_out and not verdict:
+        return result("math", 0.0, ex, method="math_verify", internal_timeout=True)
     return result("math", verdict, ex, method="math_verify")
+
