@@ -174,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
             raise _UsageError(f"--n must be at least 1, got {args.n}")
         samples, source = load_samples(args)
         if not samples:
-            raise ValueError(f"source {args.source!r} yielded no samples")
+            from .adapters.base import skipped_summary
+            raise ValueError(f"source {args.source!r} yielded no samples{skipped_summary(source)}")
         decoded = []
         for i, sample in enumerate(samples):
             images, errors = _decode(sample)

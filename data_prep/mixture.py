@@ -21,6 +21,12 @@ import numpy as np
 from .schema import Sample
 
 
+def _skipped_summary(source) -> str:
+    """How many records an empty source skipped and why (lazy import: adapters import heavy deps)."""
+    from .adapters.base import skipped_summary
+    return skipped_summary(source)
+
+
 def _is_sequence(source) -> bool:
     return hasattr(source, "__getitem__") and hasattr(source, "__len__")
 
@@ -45,7 +51,7 @@ class Mixture:
                 if not isinstance(src, Iterable):
                     raise TypeError(f"mixture: source {name!r} is neither a sequence nor an iterable")
             elif len(src) == 0:
-                raise ValueError(f"mixture: source {name!r} is empty")
+                raise ValueError(f"mixture: source {name!r} is empty{_skipped_summary(src)}")
         unknown = set(weights or {}) - set(self.names)
         if unknown:
             raise ValueError(f"mixture: weights given for unknown source(s) {sorted(unknown)}, "
@@ -103,7 +109,8 @@ class Mixture:
                 sample = next(it)
             except StopIteration:
                 if self._in_epoch[s] == 0:
-                    raise ValueError(f"mixture: source {self.names[s]!r} is empty") from None
+                    raise ValueError(f"mixture: source {self.names[s]!r} is empty"
+                                     f"{_skipped_summary(self.sources[s])}") from None
                 self._epoch[s] += 1
                 self._raw[s] = self._in_epoch[s] = 0
                 self._iters[s] = None

@@ -6,10 +6,10 @@ Importing this package registers every adapter (`data_prep.registry` imports it 
 """
 from . import chartqa, clevr, geometry3k, geoqa, mathverse, mathvista, mmmu, scienceqa, vqav2  # noqa: F401
 from .base import (BadRecord, SampleStream, SampleTable, SourceDef, define_source, format_skipped,
-                   skipped_report, split_by_id)
+                   skipped_report, skipped_summary, split_by_id)
 
 ADAPTER_SOURCES = ("geometry3k", "mathvista", "mathverse", "geoqa", "clevr_count", "superclevr",
                    "chartqa", "vqav2", "scienceqa", "mmmu")
 
 __all__ = ["ADAPTER_SOURCES", "BadRecord", "SampleStream", "SampleTable", "SourceDef", "define_source",
-           "format_skipped", "skipped_report", "split_by_id"]
+           "format_skipped", "skipped_report", "skipped_summary", "split_by_id"]

@@ -272,6 +272,10 @@ class SourceDef:
     check_options: Callable[[dict], dict] | None = None
     """Validates (and may normalise) the source options before anything is read."""
     doc: str = ""
+    required_columns: tuple[tuple[str, ...], ...] = ()
+    """Columns every file must have, each as its accepted names (`("problem", "question")`: either).
+    A file without one is a single error naming the column, in both `on_bad_record` modes: with
+    `skip` every record would otherwise be skipped for the same reason."""
 
 
 def define_source(defn: SourceDef) -> Callable[..., "SampleTable | SampleStream"]:
@@ -316,15 +320,20 @@ def define_source(defn: SourceDef) -> Callable[..., "SampleTable | SampleStream"
                     [] if os.path.isfile(path) else [os.path.abspath(path)]):
                 if folder not in file_dirs:
                     file_dirs.append(folder)
+        pre_bad: list[BadRecord] = []
+        if local:
+            files, pre_bad = _checked_json_lines(defn, files, on_bad_record, cache_dir)
         reader = _open(defn, path, files, split, config, streaming, cache_dir)
+        _check_columns(defn, reader, path)
         make_ctx = _CtxFactory(defn.name, split, os.fspath(image_dir) if image_dir else None,
                                check_images, _features(reader), opts, tuple(file_dirs))
         if streaming:
-            return SampleStream(defn, reader, make_ctx, on_bad_record, limit, shuffle_buffer, seed)
+            return SampleStream(defn, reader, make_ctx, on_bad_record, limit, shuffle_buffer, seed,
+                                pre_bad=pre_bad)
         if shuffle_buffer:
             raise ValueError(f"data source {defn.name!r}: shuffle_buffer applies to streaming=True only "
                              "(a map-style source is shuffled by the Mixture)")
-        return SampleTable(defn, reader, make_ctx, on_bad_record, limit)
+        return SampleTable(defn, reader, make_ctx, on_bad_record, limit, pre_bad=pre_bad)
 
     load.__name__ = f"load_{defn.name}"
     load.__doc__ = defn.doc or f"The {defn.name!r} source."
@@ -395,6 +404,76 @@ def local_files(path: str, split: str, config: str | None) -> list[str]:
         found = sorted({s for s in named_split.values() if s})
         raise FileNotFoundError(f"no files for split {split!r} under {root} (found splits {found})")
     return _prefer_parquet(files)
+
+
+def _json_lines_file(path: str) -> bool:
+    """A `.jsonl`, or a `.json` whose first character is `{` (JSON lines; `[` is one document)."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".jsonl":
+        return True
+    if suffix != ".json":
+        return False
+    with open(path, "rb") as f:
+        head = f.read(4096).lstrip()
+    return head.startswith(b"{")
+
+
+def _checked_json_lines(defn: SourceDef, files: list[str], on_bad_record: str,
+                        cache_dir: str | None) -> tuple[list[str], list[BadRecord]]:
+    """Check every line of the local JSON-lines files: one truncated or non-object line would
+    otherwise fail the whole load inside `datasets` ("An error occurred while generating the
+    dataset"). With `error` the first such line is a BadRecord naming file and line; with
+    `skip` each is counted like any other bad record and the file is read from a copy without
+    those lines (same name, in a scratch folder). Returns (files to read, the bad lines)."""
+    import json
+    import tempfile
+
+    out, bad_lines = [], []
+    for path in files:
+        if not _json_lines_file(path):
+            out.append(path)
+            continue
+        bad_here: list[int] = []
+        with open(path, "rb") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    value = json.loads(line)
+                    problem = None if isinstance(value, dict) else f"not a JSON object ({_type_name(value)})"
+                except ValueError as exc:
+                    problem = f"not valid JSON ({exc})"
+                if problem is None:
+                    continue
+                exc = BadRecord(defn.name, f"{os.path.basename(path)} line {n}", "<json>", problem)
+                if on_bad_record == "error":
+                    raise exc
+                bad_here.append(n)
+                bad_lines.append(exc)
+        if not bad_here:
+            out.append(path)
+            continue
+        folder = tempfile.mkdtemp(prefix="clean-jsonl-", dir=cache_dir)
+        clean = os.path.join(folder, os.path.basename(path))
+        skip = set(bad_here)
+        with open(path, "rb") as src, open(clean, "wb") as dst:
+            for n, line in enumerate(src, 1):
+                if n not in skip:
+                    dst.write(line if line.endswith(b"\n") else line + b"\n")
+        out.append(clean)
+    return out, bad_lines
+
+
+def _check_columns(defn: SourceDef, reader, path: str) -> None:
+    """One error for a required column no record has (see `SourceDef.required_columns`)."""
+    columns = getattr(reader, "column_names", None)
+    if not defn.required_columns or columns is None:
+        return
+    for names in defn.required_columns:
+        if not any(n in columns for n in names):
+            wanted = " or ".join(repr(n) for n in names)
+            raise ValueError(f"data source {defn.name!r}: {path}: missing column {wanted} "
+                             f"(the file has columns {sorted(columns)})")
 
 
 def _prefer_parquet(files: list[Path]) -> list[str]:
@@ -468,10 +547,12 @@ class SampleTable(Sequence, _SkipCounter):
     """Random-access Samples over a map-style dataset (see the module docstring)."""
 
     def __init__(self, defn: SourceDef, rows: _ArrowRows, make_ctx: _CtxFactory, on_bad_record: str,
-                 limit: int | None):
+                 limit: int | None, pre_bad: Sequence[BadRecord] = ()):
         self.name = defn.name
         self._defn, self._rows, self._make_ctx = defn, rows, make_ctx
         self.skipped, self.bad_records = 0, []
+        for exc in pre_bad:  # lines of a JSON-lines file that were not JSON objects
+            self._record_bad(exc)
         self._index = array("q")  # raw record index of each kept sample
         self.ids: list[str] = []
         seen: dict[str, int] = {}
@@ -533,7 +614,7 @@ class SampleStream(Iterable):
     """
 
     def __init__(self, defn: SourceDef, ds, make_ctx: _CtxFactory, on_bad_record: str, limit: int | None,
-                 shuffle_buffer: int, seed: int):
+                 shuffle_buffer: int, seed: int, pre_bad: Sequence[BadRecord] = ()):
         if shuffle_buffer < 0:
             raise ValueError(f"data source {defn.name!r}: shuffle_buffer must be >= 0, got {shuffle_buffer}")
         self.name = defn.name
@@ -542,6 +623,8 @@ class SampleStream(Iterable):
         self._shuffle_buffer, self._seed = shuffle_buffer, seed
         self._bad_seen: set[int] = set()
         self.bad_records: list[str] = []
+        for k, exc in enumerate(pre_bad):  # negative keys: lines left out before reading
+            self._record_bad(-1 - k, exc)
 
     @property
     def skipped(self) -> int:
@@ -688,6 +771,18 @@ def skipped_report(sources: dict[str, Any] | Iterable[Any]) -> dict[str, int]:
     """{source name: records skipped as malformed}, for the sources that skipped any."""
     items = sources.items() if isinstance(sources, dict) else ((getattr(s, "name", repr(s)), s) for s in sources)
     return {name: int(getattr(src, "skipped", 0)) for name, src in items if getattr(src, "skipped", 0)}
+
+
+def skipped_summary(source: Any) -> str:
+    """For a source that gave no samples: how many records it skipped as malformed and the first
+    reason, e.g. "; 3 record(s) skipped as malformed, first: vqav2: record ...: field ..."
+    (empty when it skipped none)."""
+    n = int(getattr(source, "skipped", 0) or 0)
+    if not n:
+        return ""
+    messages = getattr(source, "bad_records", None) or getattr(getattr(source, "base", None), "bad_records", None)
+    first = (messages or [""])[0]  # (a held-out split or filter keeps its base source as `base`)
+    return f"; {n} record(s) skipped as malformed" + (f", first: {first}" if first else "")
 
 
 def format_skipped(sources: dict[str, Any] | Iterable[Any]) -> str:

@@ -40,4 +40,5 @@ def convert(rec: dict, ctx: Ctx) -> Sample:
 
 load = define_source(SourceDef(
     name=NAME, convert=convert, hub_id="HuggingFaceM4/ChartQA", split="train",
-    image_columns=("image",), doc=__doc__))
+    image_columns=("image",), doc=__doc__,
+    required_columns=(("query",), ("label",))))

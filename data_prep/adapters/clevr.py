@@ -40,7 +40,9 @@ def convert_superclevr(rec: dict, ctx: Ctx) -> Sample:
 
 load_clevr = define_source(SourceDef(
     name="clevr_count", convert=convert_clevr, hub_id="leonardPKU/clevr_cogen_a_train", split="train",
-    image_columns=("image",), doc=__doc__))
+    image_columns=("image",), doc=__doc__,
+    required_columns=(("problem", "question"), ("solution", "ground_truth"))))
 load_superclevr = define_source(SourceDef(
     name="superclevr", convert=convert_superclevr, hub_id=None, split="test",
-    image_columns=("image_path", "image"), doc=__doc__))
+    image_columns=("image_path", "image"), doc=__doc__,
+    required_columns=(("problem", "question"), ("solution", "ground_truth"))))

@@ -51,4 +51,5 @@ def convert(rec: dict, ctx: Ctx) -> Sample:
 
 load = define_source(SourceDef(
     name=NAME, convert=convert, hub_id="hiyouga/geometry3k", split="train",
-    image_columns=("images",), options={"multiple_choice": False}, doc=__doc__))
+    image_columns=("images",), options={"multiple_choice": False}, doc=__doc__,
+    required_columns=(("problem",), ("answer",))))

@@ -43,4 +43,5 @@ def convert(rec: dict, ctx: Ctx) -> Sample:
 
 load = define_source(SourceDef(
     name=NAME, convert=convert, hub_id="leonardPKU/GEOQA_R1V_Train_8K", split="train",
-    image_columns=("image", "image_path"), doc=__doc__))
+    image_columns=("image", "image_path"), doc=__doc__,
+    required_columns=(("problem", "question"), ("solution", "ground_truth"))))

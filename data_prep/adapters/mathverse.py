@@ -107,4 +107,5 @@ def check_options(options: dict) -> dict:
 
 load = define_source(SourceDef(
     name=NAME, convert=convert, hub_id="AI4Math/MathVerse", split="testmini", config="testmini",
-    image_columns=("image",), options={"versions": None}, check_options=check_options, doc=__doc__))
+    image_columns=("image",), options={"versions": None}, check_options=check_options, doc=__doc__,
+    required_columns=(("question",), ("answer",))))

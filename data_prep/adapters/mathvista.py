@@ -111,4 +111,5 @@ def convert(rec: dict, ctx: Ctx) -> Sample:
 
 load = define_source(SourceDef(
     name=NAME, convert=convert, hub_id="AI4Math/MathVista", split="testmini",
-    image_columns=("decoded_image",), options={"hints": True}, doc=__doc__))
+    image_columns=("decoded_image",), options={"hints": True}, doc=__doc__,
+    required_columns=(("question",), ("question_type",), ("answer_type",), ("answer",))))

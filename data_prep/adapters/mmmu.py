@@ -88,4 +88,5 @@ def convert(rec: dict, ctx: Ctx) -> Sample:
 
 load = define_source(SourceDef(
     name=NAME, convert=convert, hub_id="MMMU/MMMU", split="validation", hub_configs=SUBJECTS,
-    image_columns=tuple(f"image_{k}" for k in range(1, N_IMAGES + 1)), doc=__doc__))
+    image_columns=tuple(f"image_{k}" for k in range(1, N_IMAGES + 1)), doc=__doc__,
+    required_columns=(("question",), ("question_type",), ("options",), ("answer",))))

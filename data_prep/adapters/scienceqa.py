@@ -42,4 +42,5 @@ def convert(rec: dict, ctx: Ctx) -> Sample:
 
 load = define_source(SourceDef(
     name=NAME, convert=convert, hub_id="lmms-lab/ScienceQA", split="test", config="ScienceQA-IMG",
-    image_columns=("image",), options={"require_image": True}, doc=__doc__))
+    image_columns=("image",), options={"require_image": True}, doc=__doc__,
+    required_columns=(("question",), ("choices",), ("answer",))))

@@ -45,4 +45,5 @@ def convert(rec: dict, ctx: Ctx) -> Sample:
 
 load = define_source(SourceDef(
     name=NAME, convert=convert, hub_id="lmms-lab/VQAv2", split="validation",
-    image_columns=("image",), doc=__doc__))
+    image_columns=("image",), doc=__doc__,
+    required_columns=(("question",), ("answers",), ("multiple_choice_answer",))))
