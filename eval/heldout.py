@@ -31,11 +31,15 @@ class HeldoutEvaluator:
         self.sampling = SamplingParams(greedy=greedy, temperature=temperature if not greedy else 1.0,
                                        max_new_tokens=max_new_tokens, seed=seed + dist.rank)
         self.n_total = len(samples)
+        self.answers: list = []
+        """The last evaluation's answers on this rank: (prompt, completions, reward results) per
+        problem, in this rank's order (problems rank, rank + world, ...); the trainer saves them."""
 
     def __call__(self, engine: RolloutEngine, step: int) -> dict:
         completions = engine.generate(self.prompts, self.n, self.sampling)
         results = self.scorer.score([c.text for g in completions for c in g],
                                     [p.sample for p in self.prompts for _ in range(self.n)])
+        self.answers = [(p, completions[k], results[k * self.n:(k + 1) * self.n]) for k, p in enumerate(self.prompts)]
         sums = defaultdict(float)
         for k, prompt in enumerate(self.prompts):
             mine = results[k * self.n:(k + 1) * self.n]

@@ -104,6 +104,7 @@ def train_command(args) -> int:
                                      system_prompt=d.system_prompt, temperature=config.eval.temperature,
                                      samples_per_problem=config.eval.samples, seed=config.train.seed)
         evaluator_mode = evaluator.description
+        heldout_evaluator = evaluator
         if config.eval.suite:
             e = config.eval
             suite = stack.enter_context(SuiteEvaluator(
@@ -112,7 +113,14 @@ def train_command(args) -> int:
                 reward_timeout_s=config.reward_timeout_s, reward_workers=config.reward_workers,
                 output_dir=str(Path(config.output_dir) / "eval_suite"), log=say))
             evaluator = chain_evaluators(evaluator, suite)
-        trainer = Trainer(config, policy, engine, learner, scorer, dist, evaluator)
+        trainer = Trainer(config, policy, engine, learner, scorer, dist, evaluator,
+                          eval_answers=lambda: heldout_evaluator.answers)
+        if trainer.resumed_from is not None:
+            say(f"resuming from step {trainer.state.step}")
+        if dist.is_main:  # the run folder explains itself: config.yaml, run.json (docs/observability.md)
+            from mm_gpg.runinfo import write_run_files
+            write_run_files(config, ["train", *(["--config", args.config] if args.config else []), *args.overrides],
+                            start_step=trainer.state.step)
         say(f"training {config.algorithm.name} for {t.steps} steps: {t.prompts_per_step} prompts x "
             f"{config.rollout.group_size} samples per step, {dist.world_size} process(es); "
             f"trainable parameters {learner.trainable}")

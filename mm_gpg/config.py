@@ -190,6 +190,18 @@ class EvalConfig:
 
 
 @dataclass
+class LoggingConfig:
+    rollouts_every: int = 10
+    """Write every group's prompt, image, completions, reward components and advantages to
+    `rollouts.jsonl` every this many steps (and always at step 1; 0: never), plus each held-out
+    evaluation's answers. Read with `mm-gpg view` (docs/observability.md)."""
+    thumbnail_px: int = 256
+    """Longest side of the image thumbnails written once per image under `images/`."""
+    tensorboard: bool = True
+    """Write the per-step metrics to TensorBoard (`tensorboard/`) as well as `metrics.jsonl`."""
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     """The policy checkpoint and what of it is trained."""
@@ -212,8 +224,10 @@ class Config:
     """Optional supervised warm-start (the tiny model needs it to be sometimes right)."""
     eval: EvalConfig = field(default_factory=EvalConfig)
     """Held-out evaluation schedule."""
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    """What the run folder records besides metrics: rollouts, thumbnails, TensorBoard."""
     output_dir: str = "runs/default"
-    """Metrics, TensorBoard logs and the final HF-format model go here."""
+    """Metrics, rollouts, the resolved config, TensorBoard logs and the final HF-format model go here."""
     progress: bool = True
     """Show a progress bar."""
 
@@ -386,6 +400,7 @@ INT_RANGES: dict[str, tuple] = {
     "eval.suite_limit": (1, None),
     "data.min_pixels": (1, None), "data.max_pixels": (1, None),
     "reward_workers": (0, None),
+    "logging.rollouts_every": (0, None), "logging.thumbnail_px": (16, 4096),
 }
 FLOAT_RANGES: dict[str, tuple] = {
     "rollout.temperature": (0.0, None, False), "rollout.top_p": (0.0, 1.0, False, True),

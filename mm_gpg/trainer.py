@@ -56,6 +56,7 @@ from .checkpoint import (NonFiniteError, checkpoint_root, load_checkpoint, resol
 from .config import Config
 from .distributed import Dist
 from .metrics import HistoryError, MetricsLogger
+from .rollouts import RolloutLog, eval_record, group_record, rollout_step
 from .policy import Policy
 from .prompting import Prompt, encode_prompts
 from .rollout import Completion, RolloutEngine, SamplingParams
@@ -75,6 +76,8 @@ class Group:
     failures: dict = field(default_factory=dict)
     """component name -> {"errors": n, "timeouts": n, "example": first error message or None}
     over the G responses (every component of the reward specs, failing or not)."""
+    draw: int = 0
+    """Which of the step's draws (0: the first) sampled this group."""
 
     @property
     def valid(self) -> bool:
@@ -242,9 +245,13 @@ class Trainer:
     """Holds the parts of a run; `fit` is the loop. State lives here, passed in, not in globals."""
 
     def __init__(self, config: Config, policy: Policy, engine: RolloutEngine, learner, scorer,
-                 dist: Dist, evaluator: Evaluator | None = None, logger: MetricsLogger | None = None):
+                 dist: Dist, evaluator: Evaluator | None = None, logger: MetricsLogger | None = None,
+                 eval_answers: Callable[[], list] | None = None):
         self.config, self.policy, self.engine, self.learner = config, policy, engine, learner
         self.scorer, self.dist, self.evaluator = scorer, dist, evaluator
+        self.eval_answers = eval_answers
+        """After an evaluation: this rank's (prompt, completions, reward results) per problem, in
+        the order problems rank, rank + world, ... (HeldoutEvaluator.answers); saved as rollouts."""
         self.algorithm: Algorithm = ALGORITHMS.get(config.algorithm.name)
         self.mixture = build_mixture(config.data.train, seed=config.train.seed)
         self.state = TrainState()
@@ -257,7 +264,11 @@ class Trainer:
         self.final_path: Path | None = None
         """Where `fit(final_dir=...)` wrote the final model (None on ranks other than 0)."""
         self._rng_to_restore = None
-        self.logger = logger or MetricsLogger(config.output_dir, enabled=dist.is_main)
+        self.logger = logger or MetricsLogger(config.output_dir, enabled=dist.is_main,
+                                              tensorboard=config.logging.tensorboard)
+        self.rollout_log = RolloutLog(config.output_dir, enabled=dist.is_main and config.logging.rollouts_every > 0)
+        self._in_batch: set[int] = set()
+        """Indices (into this rank's sampled groups) of the groups that entered the global batch."""
         # Rank 0 picks (and verifies) the checkpoint, so that every rank loads the same one (or
         # fails alike).
         choice: tuple = (None, None)
@@ -274,6 +285,7 @@ class Trainer:
                 self._resume(Path(resume))
             elif config.train.resume == "auto":
                 self.logger.reset()  # a run killed before its first checkpoint starts over
+                self.rollout_log.reset()
 
     # ------------------------------------------------------------ checkpoints
 
@@ -287,7 +299,8 @@ class Trainer:
                             "nonfinite_steps": self.state.nonfinite_steps[-100:],
                             "first_eval": self.state.first_eval},
                 "mixture": self.mixture.state_dict(),
-                "metrics": self.logger.position(self.state.step)}
+                "metrics": self.logger.position(self.state.step),
+                "rollouts": self.rollout_log.position(self.state.step)}
 
     def save_checkpoint(self) -> Path:
         """A resumable checkpoint of the current step (every rank must call it)."""
@@ -311,9 +324,13 @@ class Trainer:
         # Rank 0 owns the file; every rank fails alike when its history is damaged.
         outcome: tuple = (None, None)
         if self.dist.is_main:
+            required = not self.config.train.resume_without_history
             try:
-                outcome = (self.logger.cut_back(state["metrics"],
-                                                required=not self.config.train.resume_without_history), None)
+                notes = [self.logger.cut_back(state["metrics"], required=required)]
+                # A checkpoint from before rollouts were saved: keep what its step had seen.
+                rollouts = state.get("rollouts") or {"step": self.state.step, "records": 0, "at_step": 0}
+                notes.append(self.rollout_log.cut_back(rollouts, required=required and "rollouts" in state))
+                outcome = ("; ".join(n for n in notes if n) or None, None)
             except ValueError as exc:
                 outcome = (None, str(exc))
         note, error = self.dist.broadcast_object(outcome)
@@ -342,7 +359,10 @@ class Trainer:
         while True:
             seed = sampling_seed(cfg.train.seed, self.state.step, draws, self.dist.rank)
             with self.dist.stage("rollout", step), self._generation_scope():
-                sampled += rollout_groups(cfg, self.policy, self.engine, self.scorer, self._draw(), seed)
+                drawn = rollout_groups(cfg, self.policy, self.engine, self.scorer, self._draw(), seed)
+            for g in drawn:
+                g.draw = draws
+            sampled += drawn
             draws += 1
             with self.dist.stage("rewards/valid count", step):
                 n_valid = self.dist.sum([sum(g.valid for g in sampled)])[0]  # every rank decides alike
@@ -359,10 +379,13 @@ class Trainer:
     def _assemble(self, sampled: list[Group]) -> list[Group]:
         """This rank's share of the global batch (see `plan_global_batch`)."""
         if self.dist.world_size == 1:
-            return assemble_batch(sampled, self.local_groups)
+            batch = assemble_batch(sampled, self.local_groups)
+            self._in_batch = {i for i, g in enumerate(sampled) if any(g is b for b in batch)}
+            return batch
         valid = self.dist.all_gather_object([g.valid for g in sampled])
         plan = plan_global_batch(valid, self.local_groups)
         rank = self.dist.rank
+        self._in_batch = {i for entries in plan for owner, i in entries if owner == rank}
         if all(owner == r for r, entries in enumerate(plan) for owner, _ in entries):
             return [sampled[i] for _, i in plan[rank]]
         outgoing = {(owner, i): sampled[i] for r, entries in enumerate(plan) if r != rank
@@ -412,6 +435,24 @@ class Trainer:
             with self.dist.stage("weight sync", self.state.step):
                 self.engine.load_weights(self.learner.full_state())
 
+    def log_rollouts(self, sampled: list[Group], alpha: float) -> None:
+        """Every group sampled this step (all draws, all ranks) to `rollouts.jsonl`, in the order
+        one process would have drawn them (draw, rank, position), as the batch plan orders them."""
+        cfg, algo = self.config, self.algorithm
+        advantage = ADVANTAGES.get(algo.advantage)
+        scale = cfg.algorithm.scale_rewards or algo.scale_rewards
+        out = Path(cfg.output_dir)
+        mine = [(g.draw, self.dist.rank, i,
+                 group_record(g, advantage(g.rewards[None], scale_rewards=scale)[0].tolist(),
+                              in_batch=i in self._in_batch, index=0, out_dir=out,
+                              max_px=cfg.logging.thumbnail_px))
+                for i, g in enumerate(sampled)]
+        everyone = self.dist.all_gather_object(mine) if self.dist.world_size > 1 else [mine]
+        if not self.dist.is_main:
+            return
+        for index, (*_, record) in enumerate(sorted((r for part in everyone for r in part), key=lambda r: r[:3])):
+            self.rollout_log.log(self.state.step, {**record, "group": index, "alpha": alpha})
+
     def evaluate(self, step: int) -> dict:
         if self.evaluator is None:
             return {}
@@ -420,7 +461,20 @@ class Trainer:
         with self.dist.stage("held-out eval", step), self._generation_scope():
             metrics = self.evaluator(self.engine, step)
         self.logger.log(step, metrics)
+        if self.eval_answers is not None and self.config.logging.rollouts_every:
+            with self.dist.stage("rollout log", step):
+                self._log_eval_answers(step)
         return metrics
+
+    def _log_eval_answers(self, step: int) -> None:
+        cfg, rank, world = self.config, self.dist.rank, self.dist.world_size
+        mine = [eval_record(prompt, completions, results, index=k * world + rank, out_dir=Path(cfg.output_dir),
+                            max_px=cfg.logging.thumbnail_px)
+                for k, (prompt, completions, results) in enumerate(self.eval_answers())]
+        everyone = self.dist.all_gather_object(mine) if world > 1 else [mine]
+        if self.dist.is_main:
+            for record in sorted((r for part in everyone for r in part), key=lambda r: r["index"]):
+                self.rollout_log.log(step, record)
 
     def _check_nonfinite(self, skipped: bool, metrics: dict) -> None:
         step, limit = self.state.step, self.config.train.max_nonfinite
@@ -483,6 +537,9 @@ class Trainer:
                            "time/learner": elapsed - rollout_time,
                            "throughput/tokens_per_s": update_metrics.pop("tokens") / elapsed}
                 self.logger.log(self.state.step, metrics)
+                if rollout_step(self.state.step, cfg.logging.rollouts_every):
+                    with self.dist.stage("rollout log", self.state.step):
+                        self.log_rollouts(sampled, metrics["alpha"])
                 if not no_signal:  # no update was tried: the non-finite run neither grows nor ends
                     self._check_nonfinite(skipped, metrics)
                 if progress is not None:
@@ -507,6 +564,7 @@ class Trainer:
             last_eval = self.evaluate(self.state.step) if self.evaluator else last_eval
         finally:
             self.logger.close()
+            self.rollout_log.close()
         return {"before": self.state.first_eval, "after": last_eval}
 
     def save_pretrained(self, out_dir: str | os.PathLike) -> Path | None:

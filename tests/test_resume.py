@@ -5,7 +5,8 @@ each rank's optimizer partition and random states go through the checkpoint, and
 where the weights themselves are partitioned and every rollout and evaluation gathers them.
 
 Compared: every field of every record except the wall-clock ones (`time/*`, `throughput/*`),
-which are left in the file and skipped by the comparison.
+which are left in the file and skipped by the comparison; and the rollouts file (every group's
+completions, rewards, advantages, held-out answers) byte for byte, with its thumbnails.
 """
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ def _config(tmp_path: Path, model_dir, zero_stage: int = 1, steps: int = 6) -> P
         "train": {"steps": steps, "prompts_per_step": 4, "micro_batch_groups": 1, "lr": 1.0e-3, "warmup_steps": 2,
                   "zero_stage": zero_stage, "checkpoint_every": 2, "keep_checkpoints": 2, "resume": "auto"},
         "eval": {"every": 3, "max_new_tokens": 8},
+        "logging": {"rollouts_every": 2},  # rollouts at steps 1, 2, 4, 6: some before, some after a kill
         "progress": False,
     }
     path = tmp_path / "config.yaml"
@@ -137,9 +139,20 @@ def test_sigkill_at_a_random_step_then_resume_gives_the_uninterrupted_run(tiny_m
             {k: (a.get(k), b.get(k)) for k in set(a) | set(b) if a.get(k) != b.get(k)})
     assert any(r.get("loss") for r in whole) and len({r.get("loss") for r in whole}) > 3  # it did train
 
+    rollouts_whole = (tmp_path / "whole" / "rollouts.jsonl").read_text()
+    rollouts_resumed = (tmp_path / "resumed" / "rollouts.jsonl").read_text()
+    assert sorted({json.loads(line)["step"] for line in rollouts_whole.splitlines()}) == \
+        sorted({0, 1, 2, 3, 4, steps})  # train at 1, 2, 4(, 6); held-out at 0, 3 and the end
+    assert rollouts_resumed == rollouts_whole, f"rollouts differ {where}"
+    assert sorted(p.name for p in (tmp_path / "resumed" / "images").iterdir()) == \
+        sorted(p.name for p in (tmp_path / "whole" / "images").iterdir())
+
     resumed_from = [line for line in out.splitlines() if line.startswith("resumed from")]
     if killed_at >= 3:  # a whole checkpoint (step 2) existed before the kill
         assert resumed_from, f"no checkpoint was resumed {where}"
+        assert f"resuming from step {int(resumed_from[-1].split('(step ')[1].split(')')[0])}" in out
+        starts = json.loads((tmp_path / "resumed" / "run.json").read_text())["starts"]
+        assert [s["start_step"] for s in starts][0] == 0 and starts[-1]["start_step"] > 0
     ckpts = sorted(p.name for p in (tmp_path / "resumed" / "checkpoints").iterdir())
     # the last 2 kept, no temp folder left
     assert ckpts == [f"step-{steps - 2:08d}", f"step-{steps:08d}"], ckpts

@@ -1,0 +1,78 @@
+"""A run folder explains itself (issue 18): the resolved config (loadable by --config), run.json
+(command, versions, git commit), rollouts.jsonl with thumbnails, and `mm-gpg plot` / `view` of it.
+
+One tiny `mm-gpg train` (2 steps) serves every test of the module."""
+import json
+from pathlib import Path
+
+import pytest
+
+from test_cli_train import REPO, run_cli, tiny_overrides
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, tiny_model_dir):
+    tmp = tmp_path_factory.mktemp("run18")
+    result = run_cli("train", "--config", str(REPO / "configs/tiny_synthetic.yaml"),
+                     *tiny_overrides(tmp, tiny_model_dir), "warmstart.steps=0", "logging.rollouts_every=2",
+                     "logging.tensorboard=false", cwd=tmp)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return tmp / "run"
+
+
+def test_the_resolved_config_reruns_the_run(run_dir):
+    from mm_gpg.config import load_config, to_dict
+    config = load_config(run_dir / "config.yaml")
+    assert config.output_dir == str(run_dir) and config.train.steps == 2 and config.logging.rollouts_every == 2
+    # every setting, not only those given: the file alone reproduces the run
+    again = load_config(REPO / "configs/tiny_synthetic.yaml", [f"output_dir={run_dir}"])
+    assert set(to_dict(config)) == set(to_dict(again))
+    assert not (run_dir / "tensorboard").exists()  # logging.tensorboard=false
+
+
+def test_run_json_names_the_command_versions_and_commit(run_dir):
+    import subprocess
+    starts = json.loads((run_dir / "run.json").read_text())["starts"]
+    assert len(starts) == 1
+    start = starts[0]
+    assert start["command"][:3] == ["mm-gpg", "train", "--config"] and "logging.rollouts_every=2" in start["command"]
+    assert start["start_step"] == 0
+    assert start["versions"]["torch"] and start["versions"]["transformers"] and start["versions"]["python"]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    assert start["git"]["commit"] == head
+
+
+def test_rollouts_hold_every_group_with_its_image_rewards_and_advantages(run_dir):
+    from data_prep.synthetic import TASK_NAMES
+    records = [json.loads(line) for line in (run_dir / "rollouts.jsonl").read_text().splitlines()]
+    metrics = {r["step"]: r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
+               if "loss" in r}
+    train = [r for r in records if r["kind"] == "train"]
+    evals = [r for r in records if r["kind"] == "eval"]
+    assert sorted({r["step"] for r in train}) == [1, 2]  # step 1 always, then every 2
+    assert sorted({r["step"] for r in evals}) == [0, 2]  # before and after training
+    assert len([r for r in evals if r["step"] == 0]) == len(TASK_NAMES)
+    for step in (1, 2):
+        mine = [r for r in train if r["step"] == step]
+        # every group drawn this step: prompts_per_step per draw
+        assert len(mine) == 2 * metrics[step]["groups/draws"]
+        assert [r["group"] for r in mine] == list(range(len(mine)))
+        assert sum(r["in_batch"] for r in mine) == 2
+        assert sorted({r["draw"] for r in mine}) == list(range(metrics[step]["groups/draws"]))
+        assert all(r["alpha"] == metrics[step]["alpha"] for r in mine)
+        for r in mine:
+            assert len(r["completions"]) == 2 and r["question"] and r["answer"] is not None
+            rewards = [c["reward"] for c in r["completions"]]
+            assert r["valid"] == (len(set(rewards)) > 1)
+            mean = sum(rewards) / len(rewards)
+            # GPG: advantage = reward - group mean (0 for an invalid group)
+            assert [c["advantage"] for c in r["completions"]] == pytest.approx([x - mean for x in rewards])
+            assert set(r["completions"][0]["components"]) >= {"accuracy", "format"}
+        # the logged reward mean is the mean over these completions
+        all_rewards = [c["reward"] for r in mine for c in r["completions"]]
+        assert sum(all_rewards) / len(all_rewards) == pytest.approx(metrics[step]["reward/mean"])
+    for r in records:
+        assert r["images"] and all((run_dir / p).is_file() for p in r["images"])
+    from PIL import Image
+    with Image.open(run_dir / records[0]["images"][0]) as im:
+        assert max(im.size) <= 256
