@@ -5,6 +5,7 @@
     mm-gpg score --verifier NAME|auto --input in.jsonl --output out.jsonl
     mm-gpg data inspect SOURCE [--n 16] [--out sheet.png]
     mm-gpg export CHECKPOINT OUT
+    mm-gpg plot RUN_DIR [RUN_DIR ...] [--out DIR]
 """
 from __future__ import annotations
 
@@ -142,7 +143,9 @@ def train_command(args) -> int:
                 f"before {before:.3f}  after {after:.3f}  ({100 * (after - before):+.1f} points)")
             for key in sorted(k for k in results["after"] if k.endswith("/accuracy") and k != "heldout/accuracy"):
                 say(f"  {key}: {results['before'].get(key, float('nan')):.3f} -> {results['after'][key]:.3f}")
-        say(f"wall time {wall:.0f} s; model saved to {final}")
+        from mm_gpg.plots import write_plots
+        plots = write_plots([config.output_dir])
+        say(f"wall time {wall:.0f} s; model saved to {final}; {len(plots)} plots in {Path(config.output_dir) / 'plots'}")
     return 0
 
 
@@ -170,6 +173,11 @@ def data_command(argv: list[str]) -> int:
     return main(argv[1:])
 
 
+def plot_command(argv: list[str]) -> int:
+    from mm_gpg.plots import main
+    return main(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="mm-gpg", description="GPG reinforcement learning for VLMs")
@@ -186,8 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("data", help="inspect a data source", add_help=False)
     sub.add_parser("export", help="write a training checkpoint in Hugging Face format", add_help=False)
     sub.add_parser("eval", help="run the eval suite", add_help=False)
+    sub.add_parser("plot", help="GPG diagnostic plots (PNG) of one run or several", add_help=False)
 
-    passthrough = {"score": score_command, "data": data_command, "export": export_command}
+    passthrough = {"score": score_command, "data": data_command, "export": export_command, "plot": plot_command}
     try:
         if argv and argv[0] in passthrough:
             return passthrough[argv[0]](argv[1:])

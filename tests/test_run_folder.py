@@ -76,3 +76,35 @@ def test_rollouts_hold_every_group_with_its_image_rewards_and_advantages(run_dir
     from PIL import Image
     with Image.open(run_dir / records[0]["images"][0]) as im:
         assert max(im.size) <= 256
+
+
+def _drawn_fraction(png: Path) -> float:
+    """Share of pixels that are not the background white: an empty figure scores ~0."""
+    import numpy as np
+    from PIL import Image
+    with Image.open(png) as im:
+        pixels = np.asarray(im.convert("L"))
+    return float((pixels < 250).mean())
+
+
+def test_training_wrote_the_plots_and_plot_compares_runs(run_dir, tmp_path):
+    from mm_gpg.plots import FIGURES
+    # the run wrote its plots at the end of training
+    assert {p.name for p in (run_dir / "plots").iterdir()} == {f for f, _, _ in FIGURES}
+    # a second run folder: the same metrics, rewards moved up by 1, so its line sits elsewhere
+    other = tmp_path / "other"
+    other.mkdir()
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    (other / "metrics.jsonl").write_text("".join(
+        json.dumps({**r, **({"reward/mean": r["reward/mean"] + 1} if "reward/mean" in r else {})}) + "\n"
+        for r in records))
+    result = run_cli("plot", str(run_dir), str(other), "--out", str(tmp_path / "cmp"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    written = sorted(Path(line) for line in result.stdout.split())
+    assert written == sorted(tmp_path / "cmp" / f for f, _, _ in FIGURES)
+    for png in written:
+        assert _drawn_fraction(png) > 0.01, png
+    # one line per run: the comparison's reward panel draws more than the single run's
+    assert _drawn_fraction(tmp_path / "cmp" / "reward.png") > _drawn_fraction(run_dir / "plots" / "reward.png")
+    bad = run_cli("plot", str(tmp_path / "nothing"), cwd=tmp_path)
+    assert bad.returncode == 2 and "no metrics file" in bad.stderr
