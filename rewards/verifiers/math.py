@@ -66,8 +66,9 @@ _TIMED_OUT: set = set()
 _PY_POWER = re.compile(r"[0-9A-Za-z)\]}.]\s*\*\*\s*[-+(0-9A-Za-z{]")
 
 
-def too_complex(text: str, max_chars: int = MAX_LATEX_CHARS) -> str | None:
-    """A reason to refuse `text` before any parsing, or None."""
+def too_complex(text: str, max_chars: int = MAX_LATEX_CHARS, max_exponents: int = 8) -> str | None:
+    """A reason to refuse `text` before any parsing, or None. (A whole response may hold more
+    exponents than one answer: `max_exponents`; each is still checked for size and nesting.)"""
     if len(text) > max_chars:
         return "too long"
     if re.search(r"[0-9]{3,}\s*!|!\s*!", text):
@@ -97,7 +98,7 @@ def too_complex(text: str, max_chars: int = MAX_LATEX_CHARS) -> str | None:
         digits = re.findall(r"[0-9]+", exponent)
         if any(len(d) > 4 for d in digits):
             return "huge exponent"
-        if text.count("^") > 8:
+        if text.count("^") > max_exponents:
             return "too many exponents"
         i = text.find("^", i + 1)
     if _PY_POWER.search(text):  # not markdown bold (`**Answer:**`)
@@ -303,19 +304,21 @@ def math_answer(response: str, sample: Sample):
             return result("math", ok, ex, method="number")
     # What math-verify is handed: the <answer> span (it misses a bare number inside the tag),
     # else the response after </think> as it would see it (several boxes form a set).
-    sources: list[tuple[str, int]] = []  # (text for math-verify, longest allowed)
+    sources: list[tuple[str, int, int]] = []  # (text for math-verify, longest allowed, most ^)
     if ex.rule == "answer_tag":
         # the span as one formula, never its loose numbers: `<answer>I guess 3 or so</answer>`
         # is not 3 (math-verify's plain-text extraction would take the 3)
-        sources.append((_latex(ex.text), MAX_LATEX_CHARS))
+        sources.append((_latex(ex.text), MAX_LATEX_CHARS, 8))
     else:
         tail = after_think(response if isinstance(response, str) else str(response))
-        sources.append((tail, MAX_RESPONSE_CHARS))
-        if not ex.ambiguous:  # units dropped (`140^\\circ`), unicode math read
-            sources.append((_latex(ex.text), MAX_LATEX_CHARS))
+        sources.append((tail, MAX_RESPONSE_CHARS, 200))
+        if not ex.ambiguous and ex.rule == "boxed":
+            # the box as one formula: units dropped (`140^\\circ`), unicode math read (not a
+            # sentence-like line: read as one formula it multiplies its letters into nonsense)
+            sources.append((_latex(ex.text), MAX_LATEX_CHARS, 8))
     refused, parsed_any, verdict, timed_out = None, False, False, False
-    for source, max_chars in sources:
-        reason = too_complex(source, max_chars)
+    for source, max_chars, max_exponents in sources:
+        reason = too_complex(source, max_chars, max_exponents)
         if reason:
             refused = refused or reason
             continue
