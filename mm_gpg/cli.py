@@ -6,6 +6,7 @@
     mm-gpg data inspect SOURCE [--n 16] [--out sheet.png]
     mm-gpg export CHECKPOINT OUT
     mm-gpg plot RUN_DIR [RUN_DIR ...] [--out DIR]
+    mm-gpg view RUN_DIR|EVAL_DIR [--out PAGE.html]
 """
 from __future__ import annotations
 
@@ -146,6 +147,9 @@ def train_command(args) -> int:
         from mm_gpg.plots import write_plots
         plots = write_plots([config.output_dir])
         say(f"wall time {wall:.0f} s; model saved to {final}; {len(plots)} plots in {Path(config.output_dir) / 'plots'}")
+        if config.logging.rollouts_every:
+            from mm_gpg.view import write_view
+            say(f"rollouts: open {write_view(config.output_dir)} in a browser (mm-gpg view rewrites it)")
     return 0
 
 
@@ -178,6 +182,11 @@ def plot_command(argv: list[str]) -> int:
     return main(argv)
 
 
+def view_command(argv: list[str]) -> int:
+    from mm_gpg.view import main
+    return main(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="mm-gpg", description="GPG reinforcement learning for VLMs")
@@ -195,8 +204,11 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("export", help="write a training checkpoint in Hugging Face format", add_help=False)
     sub.add_parser("eval", help="run the eval suite", add_help=False)
     sub.add_parser("plot", help="GPG diagnostic plots (PNG) of one run or several", add_help=False)
+    sub.add_parser("view", help="a static HTML page browsing a run's rollouts or an eval's predictions",
+                   add_help=False)
 
-    passthrough = {"score": score_command, "data": data_command, "export": export_command, "plot": plot_command}
+    passthrough = {"score": score_command, "data": data_command, "export": export_command, "plot": plot_command,
+                   "view": view_command}
     try:
         if argv and argv[0] in passthrough:
             return passthrough[argv[0]](argv[1:])

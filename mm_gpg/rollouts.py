@@ -29,6 +29,13 @@ def rollout_step(step: int, every: int) -> bool:
     return every > 0 and (step == 1 or step % every == 0)
 
 
+def parse_failure(result) -> bool:
+    """Whether the accuracy verifier could not read an answer from the response (its details say
+    so); such responses score 0 like wrong ones, and a viewer shows them apart."""
+    details = ((getattr(result, "info", None) or {}).get("details") or {}).get("accuracy") or {}
+    return bool(details.get("parse_failure")) if isinstance(details, dict) else False
+
+
 def _finite(value):
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
@@ -79,7 +86,8 @@ def group_record(group, advantages: list[float], *, in_batch: bool, index: int, 
         completions.append({"text": c.text, "reward": _finite(float(group.rewards[i])),
                             "components": {n: _finite(v[i]) for n, v in group.components.items()},
                             "advantage": _finite(float(advantages[i])), "tokens": len(c.token_ids),
-                            "finish_reason": c.finish_reason})
+                            "finish_reason": c.finish_reason,
+                            "parse_failure": bool(group.parse_failures[i]) if group.parse_failures else False})
     return {"kind": "train", "group": index, "draw": group.draw, "valid": group.valid, "in_batch": in_batch,
             **sample_fields(group.prompt, out_dir, max_px), "completions": completions}
 
@@ -88,7 +96,8 @@ def eval_record(prompt, completions, results, *, index: int, out_dir: Path, max_
     """One held-out problem's answers (`results`: the scorer's RewardResults) as a record."""
     answers = [{"text": c.text, "reward": _finite(float(r.score)),
                 "components": {n: _finite(v) for n, v in r.components.items()}, "tokens": len(c.token_ids),
-                "finish_reason": c.finish_reason} for c, r in zip(completions, results)]
+                "finish_reason": c.finish_reason, "parse_failure": parse_failure(r)}
+               for c, r in zip(completions, results)]
     return {"kind": "eval", "index": index, **sample_fields(prompt, out_dir, max_px), "completions": answers}
 
 

@@ -56,7 +56,7 @@ from .checkpoint import (NonFiniteError, checkpoint_root, load_checkpoint, resol
 from .config import Config
 from .distributed import Dist
 from .metrics import HistoryError, MetricsLogger
-from .rollouts import RolloutLog, eval_record, group_record, rollout_step
+from .rollouts import RolloutLog, eval_record, group_record, parse_failure, rollout_step
 from .policy import Policy
 from .prompting import Prompt, encode_prompts
 from .rollout import Completion, RolloutEngine, SamplingParams
@@ -78,6 +78,8 @@ class Group:
     over the G responses (every component of the reward specs, failing or not)."""
     draw: int = 0
     """Which of the step's draws (0: the first) sampled this group."""
+    parse_failures: list = field(default_factory=list)
+    """[G] whether the accuracy verifier found no answer to parse in each response."""
 
     @property
     def valid(self) -> bool:
@@ -128,7 +130,8 @@ def rollout_groups(config: Config, policy: Policy, engine: RolloutEngine, scorer
         mine = results[k * r.group_size:(k + 1) * r.group_size]
         names = sorted({name for res in mine for name in res.components})
         groups.append(Group(prompt, group, torch.tensor([res.score for res in mine], dtype=torch.float32),
-                            {n: [res.components.get(n) for res in mine] for n in names}, reward_failures(mine)))
+                            {n: [res.components.get(n) for res in mine] for n in names}, reward_failures(mine),
+                            parse_failures=[parse_failure(res) for res in mine]))
     return groups
 
 

@@ -3,6 +3,9 @@
 
 One tiny `mm-gpg train` (2 steps) serves every test of the module."""
 import json
+import os
+import subprocess
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -108,3 +111,97 @@ def test_training_wrote_the_plots_and_plot_compares_runs(run_dir, tmp_path):
     assert _drawn_fraction(tmp_path / "cmp" / "reward.png") > _drawn_fraction(run_dir / "plots" / "reward.png")
     bad = run_cli("plot", str(tmp_path / "nothing"), cwd=tmp_path)
     assert bad.returncode == 2 and "no metrics file" in bad.stderr
+
+
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "chrome")
+
+
+def _chromium() -> str:
+    import shutil
+    found = os.environ.get("MM_GPG_CHROMIUM") or next(filter(None, map(shutil.which, CHROMIUM_NAMES)), None)
+    if not found:
+        pytest.skip("no Chromium on this machine (apt-get install chromium; CI installs it): the viewer page is "
+                    "checked in a real browser only")
+    return found
+
+
+def _browser(*args: str) -> subprocess.CompletedProcess:
+    """Headless Chromium: runs the page's script, then dumps the DOM or takes a screenshot."""
+    command = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+               "--allow-file-access-from-files", *args]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result
+
+
+class _Cards(HTMLParser):
+    """The rendered group cards (class and data-* attributes) and the "showing N" counter."""
+
+    def __init__(self):
+        super().__init__()
+        self.cards, self.images, self.plots, self._in_shown, self.shown = [], [], [], False, None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if "group" in (attrs.get("class") or "").split():
+            self.cards.append(attrs)
+        if tag == "img":
+            src = attrs.get("src") or ""
+            (self.plots if src.startswith("plots/") else self.images).append(src)
+        self._in_shown = attrs.get("id") == "shown"
+
+    def handle_data(self, data):
+        if self._in_shown:
+            self.shown, self._in_shown = int(data), False
+
+
+def _dom(page: Path, fragment: str = "") -> _Cards:
+    parser = _Cards()
+    parser.feed(_browser("--dump-dom", page.resolve().as_uri() + fragment).stdout)
+    return parser
+
+
+def test_view_page_in_a_headless_browser(run_dir, tmp_path):
+    result = run_cli("view", str(run_dir), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    page = run_dir / "view.html"
+    html_text = page.read_text()
+    assert "http://" not in html_text and "https://" not in html_text  # no CDN, no network
+    records = [json.loads(line) for line in (run_dir / "rollouts.jsonl").read_text().splitlines()]
+    invalid = [r for r in records if r["kind"] == "train" and not r["valid"]]
+
+    everything = _dom(page)
+    assert len(everything.cards) == everything.shown == len(records)
+    assert sum("invalid" in c["class"].split() for c in everything.cards) == len(invalid)
+    assert set(everything.images) == {p for r in records for p in r["images"]}
+    from mm_gpg.plots import FIGURES
+    assert everything.plots == [f"plots/{f}" for f, _, _ in FIGURES]
+    # filters, set from the URL fragment as a user's bookmark would
+    only_invalid = _dom(page, "#valid=invalid")
+    assert len(only_invalid.cards) == only_invalid.shown == len(invalid)
+    assert all(c["data-valid"] == "false" for c in only_invalid.cards)
+    step1_eval = _dom(page, "#step=0&kind=eval")
+    assert len(step1_eval.cards) == len([r for r in records if r["kind"] == "eval" and r["step"] == 0]) > 0
+    task = records[-1]["task"]
+    assert len(_dom(page, f"#task={task}").cards) == len([r for r in records if r["task"] == task])
+
+    shot = tmp_path / "viewer.png"
+    _browser("--window-size=1280,1400", f"--screenshot={shot}", page.resolve().as_uri())
+    assert _drawn_fraction(shot) > 0.05
+
+
+def test_view_of_an_eval_output_folder_browses_its_predictions(tmp_path):
+    folder = tmp_path / "eval_out"
+    folder.mkdir()
+    predictions = [{"benchmark": bench, "index": i, "id": f"{bench}-{i}", "question": f"q{i}", "gold": "A",
+                    "answer_type": "multiple_choice", "choices": ["x", "y"], "responses": ["<answer>A</answer>", "B?"],
+                    "finish_reasons": ["stop", "length"], "scores": [1.0, 0.0],
+                    "verdicts": [{}, {"parse_failure": True}]}
+                   for bench in ("mathvista", "chartqa") for i in range(3)]
+    (folder / "predictions.jsonl").write_text("".join(json.dumps(p) + "\n" for p in predictions))
+    assert run_cli("view", str(folder), cwd=tmp_path).returncode == 0
+    page = folder / "view.html"
+    assert len(_dom(page).cards) == 6
+    assert len(_dom(page, "#task=chartqa").cards) == 3
+    missing = run_cli("view", str(tmp_path), cwd=tmp_path)
+    assert missing.returncode == 2 and "neither rollouts.jsonl" in missing.stderr
