@@ -161,3 +161,23 @@ def test_a_missing_required_column_is_one_error(tmp_path, cache, name, fmt, mode
     with pytest.raises(ValueError, match=rf"missing column .*'{gold}'") as err:
         load(name, cache, path, on_bad_record=mode)
     assert not isinstance(err.value, BadRecord) and path in str(err.value)
+
+
+@pytest.mark.parametrize("mode", ["error", "skip"])
+@pytest.mark.parametrize("name", ["chartqa", "vqav2", "mathvista"])
+def test_a_damaged_file_is_one_error_naming_it(tmp_path, cache, name, mode):
+    # a parquet file cut in half (no footer) and a JSON document cut mid-record cannot be read
+    # record by record: one error naming the file and the reason, in both modes
+    rows = plain_rows(name, str(tmp_path))
+    parquet = str(tmp_path / f"{SOURCES[name][1]}.parquet")
+    datasets.Dataset.from_list(rows).to_parquet(parquet)
+    data = open(parquet, "rb").read()
+    open(parquet, "wb").write(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"cannot read .*\.parquet: ArrowInvalid"):
+        load(name, cache, parquet, on_bad_record=mode)
+    document = str(tmp_path / "doc" / f"{SOURCES[name][1]}.json")
+    os.makedirs(os.path.dirname(document))
+    text = json.dumps(rows)
+    write_lines(document, [text[: len(text) // 2]])
+    with pytest.raises(ValueError, match=r"cannot read .*\.json: JSONDecodeError"):
+        load(name, cache, document, on_bad_record=mode)

@@ -495,8 +495,11 @@ def _open(defn: SourceDef, path: str, files: list[str] | None, split: str, confi
         extra = {}
         if streaming and kind == "json":
             extra["chunksize"] = STREAM_JSON_CHUNK  # bounds the bytes held per read
-        ds = datasets.load_dataset(kind, data_files={"train": files}, split="train",
-                                   streaming=streaming, cache_dir=cache_dir, **extra)
+        try:
+            ds = datasets.load_dataset(kind, data_files={"train": files}, split="train",
+                                       streaming=streaming, cache_dir=cache_dir, **extra)
+        except Exception as exc:  # a damaged file fails inside `datasets` with a generic message
+            raise ValueError(f"data source {defn.name!r}: cannot read {_unreadable_file(files, kind, exc)}") from exc
     else:
         configs = [config] if config else list(defn.hub_configs) or [defn.config]
         parts = [datasets.load_dataset(path, c, split=split, streaming=streaming, cache_dir=cache_dir)
@@ -505,6 +508,25 @@ def _open(defn: SourceDef, path: str, files: list[str] | None, split: str, confi
     if streaming:
         return ds.decode(False)  # images stay {"bytes", "path"} dicts
     return _ArrowRows(ds)
+
+
+def _unreadable_file(files: list[str], kind: str, exc: Exception) -> str:
+    """Which of `files` is damaged and why ("<file>: <reason>"), found only after a load failed
+    (a parquet footer, a JSON document); falls back to the error `datasets` gave."""
+    import json
+
+    for path in files:
+        try:
+            if kind == "parquet":
+                import pyarrow.parquet as pq
+                pq.read_metadata(path)
+            elif kind == "json" and not _json_lines_file(path):
+                with open(path, "rb") as f:
+                    json.load(f)
+        except Exception as bad_file:
+            return f"{path}: {type(bad_file).__name__}: {bad_file}"
+    cause = exc.__cause__ or exc
+    return f"{', '.join(files)}: {type(cause).__name__}: {cause}"
 
 
 class _ArrowRows:
