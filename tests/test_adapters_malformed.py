@@ -145,10 +145,11 @@ def test_inspect_names_the_count_and_the_first_reason(tmp_path, capsys):
     assert f"{len(rows)} record(s) skipped as malformed" in text and "field 'query'" in text
 
 
+@pytest.mark.parametrize("streaming", [False, True])
 @pytest.mark.parametrize("mode", ["error", "skip"])
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
 @pytest.mark.parametrize("name", list(SOURCES))
-def test_a_missing_required_column_is_one_error(tmp_path, cache, name, fmt, mode):
+def test_a_missing_required_column_is_one_error(tmp_path, cache, name, fmt, mode, streaming):
     rows = plain_rows(name, str(tmp_path))
     gold = SOURCES[name][3]
     for row in rows:
@@ -159,7 +160,7 @@ def test_a_missing_required_column_is_one_error(tmp_path, cache, name, fmt, mode
     else:
         datasets.Dataset.from_list(rows).to_parquet(path)
     with pytest.raises(ValueError, match=rf"missing column .*'{gold}'") as err:
-        load(name, cache, path, on_bad_record=mode)
+        load(name, cache, path, on_bad_record=mode, streaming=streaming)
     assert not isinstance(err.value, BadRecord) and path in str(err.value)
 
 
