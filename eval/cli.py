@@ -60,6 +60,8 @@ def run_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=int, default=N_BOOT, help="bootstrap resamples (default 1000)")
     p.add_argument("--cache-dir", help="datasets cache folder for the benchmark loaders")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bar (one is drawn only on a terminal; logs get a line per batch)")
     return p
 
 
@@ -100,7 +102,7 @@ def run_main(argv: list[str]) -> int:
                             overwrite=args.overwrite, engine=args.engine, dtype=args.dtype, device=args.device,
                             workers=args.workers,
                             timeout_s=args.timeout, n_boot=args.bootstrap, cache_dir=args.cache_dir,
-                            quiet=args.quiet, engine_options=engine_options)
+                            quiet=args.quiet, engine_options=engine_options, progress=args.progress)
     except USAGE_ERRORS as exc:
         return _error("mm-gpg eval", exc)
     return code

@@ -21,7 +21,7 @@ class HeldoutEvaluator:
     def __init__(self, samples: list, processor, scorer, *, prompt_style: str, min_pixels: int,
                  max_pixels: int, max_new_tokens: int, dist: Dist, system_prompt: str | None = None,
                  prefix: str = "heldout", temperature: float = 0.0, samples_per_problem: int = 1,
-                 seed: int = 0):
+                 seed: int = 0, progress: bool = False):
         mine = samples[dist.rank::dist.world_size]
         self.prompts = encode_prompts(processor, mine, prompt_style, min_pixels, max_pixels, system_prompt)
         self.tasks = sorted({s.task for s in samples})
@@ -31,12 +31,20 @@ class HeldoutEvaluator:
         self.sampling = SamplingParams(greedy=greedy, temperature=temperature if not greedy else 1.0,
                                        max_new_tokens=max_new_tokens, seed=seed + dist.rank)
         self.n_total = len(samples)
+        self.progress = progress and dist.is_main
+        """A bar (terminal only, mm_gpg.progress): the problems answered, their rate and the time."""
         self.answers: list = []
         """The last evaluation's answers on this rank: (prompt, completions, reward results) per
         problem, in this rank's order (problems rank, rank + world, ...); the trainer saves them."""
 
     def __call__(self, engine: RolloutEngine, step: int) -> dict:
+        from mm_gpg.progress import progress_bar
+        # One generate call (its seed decides the samples, so it is not split for the bar's sake):
+        # the bar moves once, with the rate and the time taken.
+        bar = progress_bar(len(self.prompts), f"held-out (step {step})", self.progress, unit="problem", leave=False)
         completions = engine.generate(self.prompts, self.n, self.sampling)
+        bar.update(len(self.prompts))
+        bar.close()
         results = self.scorer.score([c.text for g in completions for c in g],
                                     [p.sample for p in self.prompts for _ in range(self.n)])
         self.answers = [(p, completions[k], results[k * self.n:(k + 1) * self.n]) for k, p in enumerate(self.prompts)]

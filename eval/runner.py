@@ -71,7 +71,7 @@ class SuiteRun:
     def __init__(self, suite, *, model: str, output_dir: str | os.PathLike, seed: int = 0, resume: bool = False,
                  overwrite: bool = False, engine: str = "hf", dtype: str = "auto", device: str = "auto",
                  workers: int = 2, timeout_s: float = 5.0, n_boot: int = N_BOOT, cache_dir: str | None = None,
-                 quiet: bool = False, engine_options: dict | None = None):
+                 quiet: bool = False, engine_options: dict | None = None, progress: bool = True):
         self.suite, self.model, self.seed = suite, model, seed
         self.out = Path(output_dir)
         self.resume, self.overwrite = resume, overwrite
@@ -79,6 +79,8 @@ class SuiteRun:
         self.engine_options = dict(engine_options or {})
         self.workers, self.timeout_s, self.n_boot, self.cache_dir = workers, timeout_s, n_boot, cache_dir
         self.quiet = quiet
+        self.progress = progress and not quiet
+        """A bar per benchmark (terminal only, mm_gpg.progress); without one, a log line per batch."""
         self.policy = self.engine = None
         self.batches_written = 0
         stall = os.environ.get(STALL_ENV)
@@ -197,8 +199,11 @@ class SuiteRun:
         return report, 1 if failed else 0
 
     def _run_benchmark(self, b, selected, done: set, scorers, sink) -> None:
+        from mm_gpg.progress import drawing, progress_bar
         indices = selected.indices
         n_batches = -(-len(indices) // b.batch_size)
+        bar = progress_bar(len(indices), b.name, self.progress, unit="sample",
+                           initial=sum((b.name, i) in done for i in indices))
         for k in range(n_batches):
             batch = indices[k * b.batch_size:(k + 1) * b.batch_size]
             missing = [i for i in batch if (b.name, i) not in done]
@@ -217,8 +222,11 @@ class SuiteRun:
                 sink.write(json.dumps(records[i], ensure_ascii=False) + "\n")
                 done.add((b.name, i))
             sink.flush()
-            self.log(f"[{b.name}] {min(len(indices), (k + 1) * b.batch_size)}/{len(indices)}")
+            bar.update(len(missing))
+            if not drawing(bar):
+                self.log(f"[{b.name}] {min(len(indices), (k + 1) * b.batch_size)}/{len(indices)}")
             self._stall()
+        bar.close()
 
 
 def run_suite(suite, **kwargs) -> tuple[dict, int]:

@@ -398,8 +398,10 @@ class SuiteEvaluator:
     def __init__(self, suite: "Suite | str", processor, *, dist, seed: int = 0, limit: int | None = None,
                  data_root: str | None = None, overrides: list[str] = (), max_new_tokens: int | None = None,
                  reward_timeout_s: float = 5.0, reward_workers: int = 2, output_dir: str | None = None,
-                 prefix: str = "suite", log=print):
+                 prefix: str = "suite", log=print, progress: bool = False):
         from . import core
+        self.progress = progress and dist.is_main
+        """A bar over this rank's batches at each call (terminal only; mm_gpg.progress)."""
         if not isinstance(suite, Suite):
             suite = load_suite(suite, overrides, data_root=data_root)
         apply_run_options(suite, limit=limit, max_new_tokens=max_new_tokens)
@@ -421,7 +423,10 @@ class SuiteEvaluator:
 
     def __call__(self, engine, step: int) -> dict:
         from . import core
+        from mm_gpg.progress import progress_bar
         keys, values, records = [], [], []
+        bar = progress_bar(sum(len(mine) for _, _, mine in self.parts), f"suite {self.suite.name} (step {step})",
+                           self.progress, unit="sample", leave=False)
         for b, source, mine in self.parts:
             batch_records = []
             for start in range(0, len(mine), b.batch_size):
@@ -433,6 +438,7 @@ class SuiteEvaluator:
                                   core.run_batch(engine, self.scorers.get(b.verifier), ready, b, seed)))
                 batch_records += [scored.get(it.index) or core.error_record(b, it.index, it.sample, it.error)
                                   for it in items]
+                bar.update(len(items))
             sums = {"n": 0.0, "score": 0.0, "parse_failures": 0.0, "errors": 0.0, "responses": 0.0}
             for rec in batch_records:
                 records.append(rec)
@@ -444,6 +450,7 @@ class SuiteEvaluator:
             for key, value in sums.items():
                 keys.append((b.name, key))
                 values.append(value)
+        bar.close()
         totals = dict(zip(keys, self.dist.sum(values))) if values else {}
         metrics, accuracies = {}, []
         for b, _, _ in self.parts:

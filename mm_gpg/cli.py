@@ -104,7 +104,8 @@ def train_command(args) -> int:
                                      min_pixels=d.min_pixels, max_pixels=d.max_pixels,
                                      max_new_tokens=config.eval.max_new_tokens, dist=dist,
                                      system_prompt=d.system_prompt, temperature=config.eval.temperature,
-                                     samples_per_problem=config.eval.samples, seed=config.train.seed)
+                                     samples_per_problem=config.eval.samples, seed=config.train.seed,
+                                     progress=config.progress)
         evaluator_mode = evaluator.description
         heldout_evaluator = evaluator
         if config.eval.suite:
@@ -113,7 +114,7 @@ def train_command(args) -> int:
                 e.suite, policy.processor, dist=dist, seed=config.train.seed, limit=e.suite_limit,
                 data_root=e.suite_data_root, overrides=e.suite_overrides,
                 reward_timeout_s=config.reward_timeout_s, reward_workers=config.reward_workers,
-                output_dir=str(Path(config.output_dir) / "eval_suite"), log=say))
+                output_dir=str(Path(config.output_dir) / "eval_suite"), log=say, progress=config.progress))
             evaluator = chain_evaluators(evaluator, suite)
         trainer = Trainer(config, policy, engine, learner, scorer, dist, evaluator,
                           eval_answers=lambda: heldout_evaluator.answers)

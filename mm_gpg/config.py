@@ -229,7 +229,8 @@ class Config:
     output_dir: str = "runs/default"
     """Metrics, rollouts, the resolved config, TensorBoard logs and the final HF-format model go here."""
     progress: bool = True
-    """Show a progress bar."""
+    """Progress bars with rate and ETA (warm-start, training, held-out and suite evaluation), drawn
+    only on a terminal: a log file keeps its periodic lines instead of bar redraws."""
 
 
 def _fields(cls) -> dict[str, dataclasses.Field]:

@@ -58,6 +58,7 @@ from .distributed import Dist
 from .metrics import HistoryError, MetricsLogger
 from .rollouts import RolloutLog, eval_record, group_record, parse_failure, rollout_step
 from .policy import Policy
+from .progress import drawing, progress_bar
 from .prompting import Prompt, encode_prompts
 from .rollout import Completion, RolloutEngine, SamplingParams
 
@@ -502,10 +503,8 @@ class Trainer:
         final evaluation: the model is on disk before the evaluation starts, so an evaluation that
         fails never loses the trained weights (`self.final_path` names them)."""
         cfg = self.config
-        progress = None
-        if cfg.progress and self.dist.is_main:
-            from tqdm import tqdm
-            progress = tqdm(total=cfg.train.steps, initial=self.state.step, desc="gpg", dynamic_ncols=True)
+        progress = progress_bar(cfg.train.steps, cfg.algorithm.name, cfg.progress and self.dist.is_main,
+                                initial=self.state.step)
         if self._rng_to_restore is not None:
             restore_rng(self._rng_to_restore)
             self._rng_to_restore = None
@@ -545,7 +544,7 @@ class Trainer:
                         self.log_rollouts(sampled, metrics["alpha"])
                 if not no_signal:  # no update was tried: the non-finite run neither grows nor ends
                     self._check_nonfinite(skipped, metrics)
-                if progress is not None:
+                if drawing(progress):
                     progress.update(1)
                     progress.set_postfix(reward=f"{metrics['reward/mean']:.3f}",
                                          acc=f"{metrics.get('reward/accuracy', float('nan')):.3f}",
@@ -558,8 +557,7 @@ class Trainer:
             if cfg.train.checkpoint_every and self.state.step and saved_at != self.state.step:
                 self.save_checkpoint()  # the end of the run, resumable with a larger train.steps
         finally:
-            if progress is not None:
-                progress.close()
+            progress.close()
         if final_dir is not None:
             self.final_path = self.save_pretrained(final_dir)
             self._say(f"final model saved to {final_dir}")

@@ -19,6 +19,7 @@ from .device import module_device
 from .distributed import Dist
 from .learner import collate
 from .policy import Policy, completion_logprobs
+from .progress import drawing, progress_bar
 from .prompting import encode_prompts
 from .rollout import Completion
 
@@ -58,6 +59,7 @@ def run_warmstart(config: Config, policy: Policy, dist: Dist, log=print) -> None
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=ws.lr, weight_decay=0.0)
+    bar = progress_bar(ws.steps, "warm-start", config.progress and dist.is_main, unit="step")
     for step in range(1, ws.steps + 1):
         samples = mixture.draw(ws.batch_size)
         prompts = encode_prompts(policy.processor, samples, data.prompt_style, data.min_pixels,
@@ -73,7 +75,12 @@ def run_warmstart(config: Config, policy: Policy, dist: Dist, log=print) -> None
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
-        if dist.is_main and (step % 50 == 0 or step == ws.steps):
+        bar.update(1)
+        if drawing(bar):
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        # the last loss always; in a log file (no bar) a line every 50 steps too
+        if dist.is_main and (step == ws.steps or (step % 50 == 0 and not drawing(bar))):
             log(f"warm-start step {step}/{ws.steps}: loss {loss.item():.4f}")
+    bar.close()
     optimizer.zero_grad(set_to_none=True)
     model.eval()
