@@ -193,6 +193,8 @@ class SuiteRun:
                               loaded=loaded, n_boot=self.n_boot)
         write_json_atomic(self.out / REPORT_JSON, report)
         write_text_atomic(self.out / REPORT_MD, to_markdown(report))
+        from .lmms_layout import write_lmms_layout
+        write_lmms_layout(report, self.out)  # results.json, samples_<benchmark>.jsonl (lmms-eval's layout)
         if not self.quiet:
             print(to_text(report), end="")
             print(f"wrote {self.out / REPORT_JSON} and {self.out / REPORT_MD}")

@@ -324,3 +324,26 @@ def test_compare_two_runs(uninterrupted, policy, tmp_path, capsys):
         assert e["n_paired"] == 2 and e["b"] == 1.0 and e["delta"] == round(1.0 - e["a"], 6)
     assert "count_shapes" in printed and "color=" in printed
     assert main(["compare", a, str(tmp_path / "nope.json")]) == 2
+
+
+def test_lmms_eval_layout_beside_the_report(uninterrupted):
+    """results.json and samples_<benchmark>.jsonl (issue 18, item 7), agreeing with report.json;
+    and `mm-gpg view` of the folder holds every prediction."""
+    report = json.loads((uninterrupted / REPORT_JSON).read_text())
+    results = json.loads((uninterrupted / "results.json").read_text())
+    assert list(results["results"]) == list(report["benchmarks"])
+    for name, e in report["benchmarks"].items():
+        task = results["results"][name]
+        assert task["alias"] == name and task["accuracy,none"] == e["accuracy"]
+        assert task["accuracy_stderr,none"] == pytest.approx((e["ci95"][1] - e["ci95"][0]) / 3.92, abs=1e-6)
+        assert results["n-samples"][name]["effective"] == len(e["predictions"]) == 2
+        assert results["configs"][name]["verifier"] == e["verifier"]
+        lines = [json.loads(line) for line in (uninterrupted / f"samples_{name}.jsonl").read_text().splitlines()]
+        assert [s["doc_id"] for s in lines] == [p["index"] for p in e["predictions"]]
+        for s, p in zip(lines, e["predictions"]):
+            assert s["resps"] == [p["responses"]] and s["target"] == p["gold"] and s["accuracy"] == p["score"]
+            assert s["doc"]["question"] == p["question"]
+    assert results["config"]["model"] == report["model"] and results["config"]["seed"] == report["seed"]
+    from mm_gpg.view import build_page
+    _, n_items = build_page(uninterrupted)
+    assert n_items == report["summary"]["samples"] == 6
