@@ -121,9 +121,9 @@ def _instrumented_main(argv: list[str]) -> int:
                 seen["blocked_tokens_seen"] += int(blocked[ids].sum()) if ids.numel() else 0
         return original_step(self, algorithm, prompts, groups, *args, **kwargs)
 
-    def fit(self):
+    def fit(self, *args, **kwargs):
         start = {n: p.detach().clone() for n, p in self.learner.module.named_parameters()}
-        out = original_fit(self)
+        out = original_fit(self, *args, **kwargs)
         module = self.learner.module
         seen["weights_moved"] = max((p.detach() - start[n]).abs().max().item() for n, p in module.named_parameters())
         seen["engine"] = type(self.engine).__name__
