@@ -199,6 +199,9 @@ class LoggingConfig:
     """Longest side of the image thumbnails written once per image under `images/`."""
     tensorboard: bool = True
     """Write the per-step metrics to TensorBoard (`tensorboard/`) as well as `metrics.jsonl`."""
+    wandb: dict = field(default_factory=dict)
+    """Weights & Biases: {project, entity, mode (online, offline or disabled), name}; empty: off.
+    Sends the config, the per-step metrics and the rollouts as tables (needs the `wandb` extra)."""
 
 
 @dataclass
@@ -470,6 +473,26 @@ def _check_relations(config: Config, fail) -> None:
                  + (f"; did you mean {near[0]!r}?" if near else "") + f" (valid: {', '.join(sorted(allowed))})")
     if not isinstance(e.suite_overrides, list) or not all(isinstance(x, str) and "=" in x for x in e.suite_overrides):
         fail("eval.suite_overrides", f"expects a list of KEY=VALUE strings, got {e.suite_overrides!r}")
+    w = config.logging.wandb
+    if w:
+        unknown = sorted(str(k) for k in w if k not in WANDB_KEYS)
+        if unknown:
+            near = difflib.get_close_matches(unknown[0], WANDB_KEYS, n=1)
+            fail(f"logging.wandb.{unknown[0]}", "not a W&B setting" + (f"; did you mean {near[0]!r}?" if near else "")
+                 + f" (valid: {', '.join(WANDB_KEYS)})")
+        for key in WANDB_KEYS:
+            if key in w and w[key] is not None and not isinstance(w[key], str):
+                fail(f"logging.wandb.{key}", f"expects a string, got {w[key]!r}")
+        if w.get("mode", "online") not in ("online", "offline", "disabled"):
+            fail("logging.wandb.mode", f"must be online, offline or disabled, got {w['mode']!r}")
+        if not w.get("project"):
+            fail("logging.wandb.project", "is required when logging.wandb is set")
+        import importlib.util
+        if importlib.util.find_spec("wandb") is None:
+            fail("logging.wandb", "the wandb package is not installed: pip install -e '.[wandb]'")
+
+
+WANDB_KEYS = ("project", "entity", "mode", "name")
 
 
 def _check_source_options(key: str, name: str, source_fn, options: dict, fail) -> None:

@@ -22,8 +22,10 @@ class HistoryError(ValueError):
 
 class MetricsLogger:
     def __init__(self, output_dir: str | os.PathLike, enabled: bool, tensorboard: bool = True,
-                 filename: str = "metrics.jsonl"):
+                 filename: str = "metrics.jsonl", wandb_run=None):
         self.enabled = enabled
+        self._wandb = wandb_run
+        """A W&B run that gets every record's numbers too (mm_gpg.wandb_log), or None."""
         self.path = Path(output_dir) / filename
         self._file = None
         self._tb = None
@@ -55,6 +57,9 @@ class MetricsLogger:
             for key, value in metrics.items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
                     self._tb.add_scalar(key, value, step)
+        if self._wandb is not None:
+            self._wandb.log({k: v for k, v in metrics.items() if isinstance(v, (int, float))
+                             and not isinstance(v, bool) and math.isfinite(v)}, step=step)
 
     def position(self, step: int) -> dict:
         """What a checkpoint of `step` records about the history: the records up to and including

@@ -61,6 +61,7 @@ from .policy import Policy
 from .progress import drawing, progress_bar
 from .prompting import Prompt, encode_prompts
 from .rollout import Completion, RolloutEngine, SamplingParams
+from .wandb_log import rollout_table, start_wandb
 
 Evaluator = Callable[[RolloutEngine, int], dict]
 """(engine, step) -> metrics such as {"heldout/accuracy": 0.61}; wired by the CLI."""
@@ -268,8 +269,10 @@ class Trainer:
         self.final_path: Path | None = None
         """Where `fit(final_dir=...)` wrote the final model (None on ranks other than 0)."""
         self._rng_to_restore = None
+        self.wandb = start_wandb(config) if dist.is_main else None
+        """The W&B run (rank 0, `logging.wandb`), or None."""
         self.logger = logger or MetricsLogger(config.output_dir, enabled=dist.is_main,
-                                              tensorboard=config.logging.tensorboard)
+                                              tensorboard=config.logging.tensorboard, wandb_run=self.wandb)
         self.rollout_log = RolloutLog(config.output_dir, enabled=dist.is_main and config.logging.rollouts_every > 0)
         self._in_batch: set[int] = set()
         """Indices (into this rank's sampled groups) of the groups that entered the global batch."""
@@ -454,8 +457,13 @@ class Trainer:
         everyone = self.dist.all_gather_object(mine) if self.dist.world_size > 1 else [mine]
         if not self.dist.is_main:
             return
-        for index, (*_, record) in enumerate(sorted((r for part in everyone for r in part), key=lambda r: r[:3])):
-            self.rollout_log.log(self.state.step, {**record, "group": index, "alpha": alpha})
+        records = [{**record, "group": index, "alpha": alpha}
+                   for index, (*_, record) in enumerate(sorted((r for part in everyone for r in part),
+                                                               key=lambda r: r[:3]))]
+        for record in records:
+            self.rollout_log.log(self.state.step, record)
+        if self.wandb is not None:
+            rollout_table(self.wandb, self.state.step, records)
 
     def evaluate(self, step: int) -> dict:
         if self.evaluator is None:
@@ -477,8 +485,11 @@ class Trainer:
                 for k, (prompt, completions, results) in enumerate(self.eval_answers())]
         everyone = self.dist.all_gather_object(mine) if world > 1 else [mine]
         if self.dist.is_main:
-            for record in sorted((r for part in everyone for r in part), key=lambda r: r["index"]):
+            records = sorted((r for part in everyone for r in part), key=lambda r: r["index"])
+            for record in records:
                 self.rollout_log.log(step, record)
+            if self.wandb is not None:
+                rollout_table(self.wandb, step, records)
 
     def _check_nonfinite(self, skipped: bool, metrics: dict) -> None:
         step, limit = self.state.step, self.config.train.max_nonfinite
@@ -566,6 +577,8 @@ class Trainer:
         finally:
             self.logger.close()
             self.rollout_log.close()
+            if self.wandb is not None:
+                self.wandb.finish()
         return {"before": self.state.first_eval, "after": last_eval}
 
     def save_pretrained(self, out_dir: str | os.PathLike) -> Path | None:
