@@ -41,7 +41,7 @@ class HeldoutEvaluator:
         from mm_gpg.progress import progress_bar
         # One generate call (its seed decides the samples, so it is not split for the bar's sake):
         # the bar moves once, with the rate and the time taken.
-        bar = progress_bar(len(self.prompts), f"held-out (step {step})", self.progress, unit="problem", leave=False)
+        bar = progress_bar(len(self.prompts), f"held-out (step {step})", self.progress, unit="problem")
         completions = engine.generate(self.prompts, self.n, self.sampling)
         bar.update(len(self.prompts))
         bar.close()

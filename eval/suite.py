@@ -426,7 +426,7 @@ class SuiteEvaluator:
         from mm_gpg.progress import progress_bar
         keys, values, records = [], [], []
         bar = progress_bar(sum(len(mine) for _, _, mine in self.parts), f"suite {self.suite.name} (step {step})",
-                           self.progress, unit="sample", leave=False)
+                           self.progress, unit="sample")
         for b, source, mine in self.parts:
             batch_records = []
             for start in range(0, len(mine), b.batch_size):

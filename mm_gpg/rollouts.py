@@ -8,8 +8,9 @@ write one line per problem (`"kind": "eval"`). The file is a MetricsLogger file:
 flushed line by line, positioned in every checkpoint and cut back on resume exactly like
 `metrics.jsonl`, so a resumed run's rollouts equal the uninterrupted run's.
 
-Thumbnails are written once per image under `images/`, named by a hash of their pixels, so that
-an image drawn again (or by another rank) is one file."""
+Thumbnails are written once per image under `images/` by rank 0 (every rank's travel with its
+records: other machines' disks are not the run folder), named by a hash of their PNG bytes, so
+that an image drawn again is one file."""
 from __future__ import annotations
 
 import hashlib
@@ -40,30 +41,37 @@ def _finite(value):
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
-def thumbnail(image, out_dir: Path, max_px: int) -> str:
-    """Write `image` (a PIL image) as a PNG thumbnail under out_dir/images once; returns its
-    path relative to out_dir."""
+def thumbnail(image, thumbs: dict, max_px: int) -> str:
+    """`image` (a PIL image) as a PNG thumbnail, put in `thumbs` (path -> bytes) for rank 0 to
+    write (`write_thumbnails`: other ranks' disks may not be the run folder's); returns its path
+    relative to the run folder."""
     img = image.convert("RGB")
     img.thumbnail((max_px, max_px))
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     data = buf.getvalue()
     rel = f"{IMAGES_DIR}/{hashlib.sha1(data).hexdigest()[:16]}.png"
-    path = out_dir / rel
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # ranks may write the same image at once
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+    thumbs[rel] = data
     return rel
 
 
-def sample_fields(prompt, out_dir: Path, max_px: int) -> dict:
+def write_thumbnails(thumbs: dict, out_dir: Path) -> None:
+    """Write the thumbnails the run folder does not have yet (named by content: never rewritten)."""
+    for rel, data in thumbs.items():
+        path = out_dir / rel
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)  # a kill leaves no half-written image under its final name
+
+
+def sample_fields(prompt, thumbs: dict, max_px: int) -> dict:
     """What a record says about the problem: ids, the question, the gold, the image thumbnails."""
     s = prompt.sample
     return {"sample_id": str(s.id), "task": s.task, "question": s.question, "answer": _jsonable(s.answer),
             "answer_type": s.answer_type, "choices": _jsonable(s.choices), "prompt": prompt.text,
-            "images": [thumbnail(im, out_dir, max_px) for im in prompt.images]}
+            "images": [thumbnail(im, thumbs, max_px) for im in prompt.images]}
 
 
 def _jsonable(value):
@@ -78,7 +86,7 @@ def _jsonable(value):
     return str(value)
 
 
-def group_record(group, advantages: list[float], *, in_batch: bool, index: int, out_dir: Path,
+def group_record(group, advantages: list[float], *, in_batch: bool, index: int, thumbs: dict,
                  max_px: int) -> dict:
     """One training group as a JSON-ready record (without step and alpha, added by the caller)."""
     completions = []
@@ -89,16 +97,16 @@ def group_record(group, advantages: list[float], *, in_batch: bool, index: int, 
                             "finish_reason": c.finish_reason,
                             "parse_failure": bool(group.parse_failures[i]) if group.parse_failures else False})
     return {"kind": "train", "group": index, "draw": group.draw, "valid": group.valid, "in_batch": in_batch,
-            **sample_fields(group.prompt, out_dir, max_px), "completions": completions}
+            **sample_fields(group.prompt, thumbs, max_px), "completions": completions}
 
 
-def eval_record(prompt, completions, results, *, index: int, out_dir: Path, max_px: int) -> dict:
+def eval_record(prompt, completions, results, *, index: int, thumbs: dict, max_px: int) -> dict:
     """One held-out problem's answers (`results`: the scorer's RewardResults) as a record."""
     answers = [{"text": c.text, "reward": _finite(float(r.score)),
                 "components": {n: _finite(v) for n, v in r.components.items()}, "tokens": len(c.token_ids),
                 "finish_reason": c.finish_reason, "parse_failure": parse_failure(r)}
                for c, r in zip(completions, results)]
-    return {"kind": "eval", "index": index, **sample_fields(prompt, out_dir, max_px), "completions": answers}
+    return {"kind": "eval", "index": index, **sample_fields(prompt, thumbs, max_px), "completions": answers}
 
 
 class RolloutLog(MetricsLogger):

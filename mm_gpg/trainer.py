@@ -56,11 +56,11 @@ from .checkpoint import (NonFiniteError, checkpoint_root, load_checkpoint, resol
 from .config import Config
 from .distributed import Dist
 from .metrics import HistoryError, MetricsLogger
-from .rollouts import RolloutLog, eval_record, group_record, parse_failure, rollout_step
 from .policy import Policy
 from .progress import drawing, progress_bar
 from .prompting import Prompt, encode_prompts
 from .rollout import Completion, RolloutEngine, SamplingParams
+from .rollouts import RolloutLog, eval_record, group_record, parse_failure, rollout_step, write_thumbnails
 from .wandb_log import rollout_table, start_wandb
 
 Evaluator = Callable[[RolloutEngine, int], dict]
@@ -448,15 +448,18 @@ class Trainer:
         cfg, algo = self.config, self.algorithm
         advantage = ADVANTAGES.get(algo.advantage)
         scale = cfg.algorithm.scale_rewards or algo.scale_rewards
-        out = Path(cfg.output_dir)
+        thumbs: dict = {}
         mine = [(g.draw, self.dist.rank, i,
                  group_record(g, advantage(g.rewards[None], scale_rewards=scale)[0].tolist(),
-                              in_batch=i in self._in_batch, index=0, out_dir=out,
+                              in_batch=i in self._in_batch, index=0, thumbs=thumbs,
                               max_px=cfg.logging.thumbnail_px))
                 for i, g in enumerate(sampled)]
-        everyone = self.dist.all_gather_object(mine) if self.dist.world_size > 1 else [mine]
+        everyone = self.dist.all_gather_object((mine, thumbs)) if self.dist.world_size > 1 else [(mine, thumbs)]
         if not self.dist.is_main:
             return
+        for _, part in everyone:
+            write_thumbnails(part, Path(cfg.output_dir))
+        everyone = [part for part, _ in everyone]
         records = [{**record, "group": index, "alpha": alpha}
                    for index, (*_, record) in enumerate(sorted((r for part in everyone for r in part),
                                                                key=lambda r: r[:3]))]
@@ -480,11 +483,15 @@ class Trainer:
 
     def _log_eval_answers(self, step: int) -> None:
         cfg, rank, world = self.config, self.dist.rank, self.dist.world_size
-        mine = [eval_record(prompt, completions, results, index=k * world + rank, out_dir=Path(cfg.output_dir),
+        thumbs: dict = {}
+        mine = [eval_record(prompt, completions, results, index=k * world + rank, thumbs=thumbs,
                             max_px=cfg.logging.thumbnail_px)
                 for k, (prompt, completions, results) in enumerate(self.eval_answers())]
-        everyone = self.dist.all_gather_object(mine) if world > 1 else [mine]
+        everyone = self.dist.all_gather_object((mine, thumbs)) if world > 1 else [(mine, thumbs)]
         if self.dist.is_main:
+            for _, part in everyone:
+                write_thumbnails(part, Path(cfg.output_dir))
+            everyone = [part for part, _ in everyone]
             records = sorted((r for part in everyone for r in part), key=lambda r: r["index"])
             for record in records:
                 self.rollout_log.log(step, record)

@@ -146,6 +146,10 @@ def test_sigkill_at_a_random_step_then_resume_gives_the_uninterrupted_run(tiny_m
     assert rollouts_resumed == rollouts_whole, f"rollouts differ {where}"
     assert sorted(p.name for p in (tmp_path / "resumed" / "images").iterdir()) == \
         sorted(p.name for p in (tmp_path / "whole" / "images").iterdir())
+    # both ranks' groups, in one order, each image written (by rank 0, from either rank's thumbnails)
+    train = [json.loads(line) for line in rollouts_whole.splitlines() if '"kind": "train"' in line]
+    assert [r["group"] for r in train if r["step"] == 1] == list(range(len([r for r in train if r["step"] == 1])))
+    assert all((tmp_path / "whole" / p).is_file() for r in train for p in r["images"])
 
     resumed_from = [line for line in out.splitlines() if line.startswith("resumed from")]
     if killed_at >= 3:  # a whole checkpoint (step 2) existed before the kill
