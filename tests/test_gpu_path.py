@@ -123,7 +123,9 @@ def test_a_zero2_run_killed_after_a_checkpoint_resumes_on_the_device(device, tin
     command = _train_command(device, tiny_model_dir, out)
     steps_total = 20 if device == "cuda" else 6
     kill_after = 12 if device == "cuda" else 3  # a checkpoint (step 10 / step 2) exists by then
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    # ROOT first, then whatever was on the path (gpu_check.sh puts its wheels' folder there)
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
     metrics, deadline, logged = out / "metrics.jsonl", time.monotonic() + 600, []
