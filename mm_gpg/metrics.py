@@ -15,6 +15,20 @@ import os
 from pathlib import Path
 
 
+def read_records(path: str | os.PathLike) -> list[dict]:
+    """The records of a JSON-lines file the runs write (metrics, rollouts, predictions). A bad line
+    is an error naming it, except the last: a run still writing (or killed mid-line) leaves one."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            if number < len(lines):
+                raise ValueError(f"{path}:{number}: not a JSON line") from None
+    return records
+
+
 class HistoryError(ValueError):
     """The metrics history a resumed run would continue is missing or damaged (a ValueError: the
     CLI prints it as one line)."""

@@ -12,6 +12,8 @@ import json
 import math
 from pathlib import Path
 
+from .metrics import read_records
+
 PLOTS_DIR = "plots"
 
 # (file name, title, metric keys: one panel each). "reward components" is filled from the runs.
@@ -32,16 +34,7 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no metrics file (is {run_dir} a training run folder?)")
-    lines = path.read_text(encoding="utf-8").splitlines()
-    records = []
-    for number, line in enumerate(lines, 1):
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            if number < len(lines):
-                raise ValueError(f"{path}:{number}: not a JSON line") from None
-            # the last line of a run that is still writing (or was killed mid-line): left out
-    return records
+    return read_records(path)
 
 
 def series(records: list[dict], key: str) -> tuple[list[int], list[float]]:

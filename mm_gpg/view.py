@@ -16,24 +16,12 @@ import html
 import json
 from pathlib import Path
 
+from .metrics import read_records
 from .plots import FIGURES, PLOTS_DIR
 from .rollouts import ROLLOUTS_FILE
 
 VIEW_FILE = "view.html"
 EVAL_PREDICTIONS = "predictions.jsonl"
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    lines = path.read_text(encoding="utf-8").splitlines()
-    records = []
-    for number, line in enumerate(lines, 1):
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            if number < len(lines):
-                raise ValueError(f"{path}:{number}: not a JSON line") from None
-            # the last line of a run still writing (or killed mid-line): left out
-    return records
 
 
 def _answers_from_rollout(record: dict) -> list[dict]:
@@ -45,7 +33,7 @@ def _answers_from_rollout(record: dict) -> list[dict]:
 def items_from_run(run_dir: Path) -> list[dict]:
     """A training run's rollouts (train groups and held-out answers) as viewer items."""
     items = []
-    for r in _read_jsonl(run_dir / ROLLOUTS_FILE):
+    for r in read_records(run_dir / ROLLOUTS_FILE):
         train = r.get("kind") == "train"
         items.append({"kind": "train" if train else "eval", "step": r.get("step"),
                       "n": r.get("group") if train else r.get("index"), "task": r.get("task") or "",
@@ -59,7 +47,7 @@ def items_from_run(run_dir: Path) -> list[dict]:
 def items_from_eval(eval_dir: Path) -> list[dict]:
     """An eval output folder's predictions (one item per sample, `task` = the benchmark)."""
     items = []
-    for r in _read_jsonl(eval_dir / EVAL_PREDICTIONS):
+    for r in read_records(eval_dir / EVAL_PREDICTIONS):
         verdicts = r.get("verdicts") or []
         answers = [{"text": text, "reward": score, "components": {"accuracy": score}, "advantage": None,
                     "finish": (r.get("finish_reasons") or [None] * len(r["responses"]))[i],
