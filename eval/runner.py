@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from mm_gpg.progress import dataset_bars
+
 from . import core
 from .metrics import N_BOOT
 from .report import build_report, to_markdown, to_text, write_json_atomic, write_text_atomic
@@ -163,9 +165,7 @@ class SuiteRun:
         done = {(r["benchmark"], r["index"]) for r in self._prepare_output()}
         failed: dict[str, str] = {}
         loaded: dict[str, dict] = {}
-        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # read when datasets is imported
-        if "datasets" in sys.modules:
-            sys.modules["datasets"].disable_progress_bars()
+        dataset_bars(self.progress)
         with core.Scorers(timeout_s=self.timeout_s, num_workers=self.workers) as scorers, \
                 open(self.out / PREDICTIONS, "a", encoding="utf-8") as sink:
             for b in self.suite.benchmarks:

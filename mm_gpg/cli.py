@@ -47,6 +47,7 @@ def train_command(args) -> int:
     from mm_gpg.tiny import build_tiny
     from mm_gpg.checkpoint import save_hf
     from mm_gpg.device import describe, resolve_attn_implementation, resolve_device, resolve_dtype
+    from mm_gpg.progress import dataset_bars
     from mm_gpg.trainer import Trainer
     from mm_gpg.warmstart import run_warmstart, warmstart_dir
     from rewards import build_scorer
@@ -57,6 +58,7 @@ def train_command(args) -> int:
     dist = init_distributed(timeout_s=config.train.collective_timeout_s, device=config.model.device)
     device = resolve_device(config.model.device)
     say = print if dist.is_main else (lambda *a, **k: None)
+    dataset_bars(config.progress and dist.is_main)  # sources are read by the warm-start and the trainer
     if config.model.init_tiny and not Path(config.model.path).exists():
         if dist.is_main:
             build_tiny(config.model.path, seed=config.train.seed)

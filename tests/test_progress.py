@@ -72,3 +72,23 @@ def test_no_bars_in_a_log_file():
             "[bar.update(1) for _ in range(5)]; bar.close(); print(drawing(bar))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert result.stdout.strip() == "False" and "phase" not in result.stderr
+
+
+LOAD = ("import sys; sys.path.insert(0, 'tests')\n"
+        "from fixtures_data import hub\n"
+        "from mm_gpg.progress import dataset_bars\n"
+        "dataset_bars({enabled})\n"
+        "from data_prep.registry import load_source\n"
+        "path = hub.write_geometry3k({root!r})\n"
+        "print(len(load_source('geometry3k', path=path, cache_dir={cache!r})))")
+
+
+def test_dataset_loading_shows_the_datasets_bars_on_a_terminal_only_with_progress(tmp_path):
+    # Reading a local parquet source makes `datasets` convert it ("Generating train split"): its
+    # own bar, shown under the same rule as ours.
+    shown = _on_a_terminal([sys.executable, "-c", LOAD.format(enabled=True, root=str(tmp_path / "a"),
+                                                              cache=str(tmp_path / "ca"))], REPO)
+    assert "Generating train split" in shown and "100%" in shown, shown[-2000:]
+    hidden = _on_a_terminal([sys.executable, "-c", LOAD.format(enabled=False, root=str(tmp_path / "b"),
+                                                               cache=str(tmp_path / "cb"))], REPO)
+    assert "Generating" not in hidden, hidden[-2000:]
