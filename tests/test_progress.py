@@ -12,12 +12,13 @@ import threading
 from test_cli_train import REPO, tiny_overrides
 
 
-def _on_a_terminal(command: list[str], cwd) -> str:
+def _on_a_terminal(command: list[str], cwd, drop_env: tuple = ()) -> str:
     """Run `command` with its stderr on a pseudo-terminal (160 columns); returns what it showed."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in drop_env}
     proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=slave,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+                            env={**env, "PYTHONPATH": str(REPO)})
     os.close(slave)
     chunks = []
 
@@ -86,8 +87,10 @@ LOAD = ("import sys; sys.path.insert(0, 'tests')\n"
 def test_dataset_loading_shows_the_datasets_bars_on_a_terminal_only_with_progress(tmp_path):
     # Reading a local parquet source makes `datasets` convert it ("Generating train split"): its
     # own bar, shown under the same rule as ours.
+    # (an in-process evaluation earlier in this test session turned them off for its children)
     shown = _on_a_terminal([sys.executable, "-c", LOAD.format(enabled=True, root=str(tmp_path / "a"),
-                                                              cache=str(tmp_path / "ca"))], REPO)
+                                                              cache=str(tmp_path / "ca"))], REPO,
+                           drop_env=("HF_DATASETS_DISABLE_PROGRESS_BARS",))
     assert "Generating train split" in shown and "100%" in shown, shown[-2000:]
     hidden = _on_a_terminal([sys.executable, "-c", LOAD.format(enabled=False, root=str(tmp_path / "b"),
                                                                cache=str(tmp_path / "cb"))], REPO)
