@@ -12,7 +12,8 @@
 # - CI=true and no standard input, as CI runs it.
 #
 # Prints the total time and each step's time (the "[ci] step ..." lines .ci/run writes), then exits
-# with .ci/run's status. The whole log stays in the temporary folder (printed at the end).
+# with .ci/run's status. The log stays in the temporary folder (printed at the end); the clone and
+# its caches are deleted (KEEP=1 keeps them).
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -43,6 +44,8 @@ started=$SECONDS
 status=${PIPESTATUS[0]}
 total=$((SECONDS - started))
 
+# The clone and its caches (two virtual environments, about 10 GB) go; the log stays.
+[[ "${KEEP:-0}" == 1 ]] || rm -rf "$WORK/clone" "$CACHE"
 echo
 echo "[ci_fresh] ===== summary ($WORK/ci.log) ====="
 grep -E '^\[ci\] step' "$WORK/ci.log" || true
