@@ -5,7 +5,7 @@
 #
 # That machine (docs/gpu.md) has Python 3.12, torch 2.11 + CUDA 13, transformers 5.17, accelerate,
 # peft, pyarrow, pandas, pillow, pyyaml and pytest. Everything else the project imports comes from
-# here: deepspeed, qwen-vl-utils, math-verify, datasets, tensorboard, matplotlib, torchvision (the build made
+# here: deepspeed, qwen-vl-utils, math-verify, datasets, tensorboard, matplotlib, omegaconf, torchvision (the build made
 # for torch 2.11), and what they need. Versions are those of constraints-cpu.txt (one list of
 # versions for the project), except torchvision, which must match the GPU machine's torch.
 # DeepSpeed ships only a source archive: its pure-Python wheel is built here, with no ops compiled
@@ -24,7 +24,7 @@ NAMES=(qwen-vl-utils math-verify latex2sympy2_extended antlr4-python3-runtime da
        xxhash hjson ninja py-cpuinfo msgpack einops pydantic pydantic_core annotated-types typing-inspection
        psutil hypothesis sortedcontainers tensorboard tensorboard-data-server protobuf absl-py Markdown
        Werkzeug grpcio requests urllib3 idna charset-normalizer certifi matplotlib contourpy cycler fonttools
-       kiwisolver pyparsing)
+       kiwisolver pyparsing omegaconf)
 pinned() {  # NAME -> NAME==VERSION from constraints-cpu.txt (names compared as pip does)
     local want
     want="$(echo "$1" | tr 'A-Z_.' 'a-z--')"
