@@ -1,52 +1,109 @@
-"""Registry of data sources: a name -> a function `(**options) -> Iterable[Sample]`.
+"""The project's one registry type and its one "did you mean" helper, plus the data-source registry.
 
-Adapters register themselves on import; `load_source` imports the built-in ones lazily so that a
-config can name any registered source without the caller importing a specific adapter.
+Every name a user can type (a data source, an algorithm, a rollout engine, a verifier, a suite, a
+config key) is looked up through `Registry.get` or worded with `did_you_mean`, so an unknown name
+always fails the same way: "unknown <kind> 'x' (did you mean 'y'?), supported: [...]". It lives
+here, in the bottom layer, because data_prep imports nothing of ours and every other package may
+import data_prep.
 """
 from __future__ import annotations
 
 import difflib
 import importlib
-from typing import Callable, Iterable
+from typing import Callable, Generic, Iterable, Iterator, TypeVar
 
 from .schema import Sample
 
+T = TypeVar("T")
+
+
+def did_you_mean(name: object, options: Iterable[str], cutoff: float = 0.5) -> str:
+    """' (did you mean 'y'?)' for the option closest to `name`, or '' when none is close."""
+    near = difflib.get_close_matches(str(name), [str(o) for o in options], n=1, cutoff=cutoff)
+    return f" (did you mean {near[0]!r}?)" if near else ""
+
+
+class UnknownName(KeyError, ValueError):
+    """A name no registry entry has. Both a KeyError (a failed lookup) and a ValueError (a bad
+    user value), so callers that guard either keep working; str() is the plain message."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class Registry(Generic[T]):
+    """name -> object, filled by `@registry.register(name)`.
+
+    `builtins` are modules imported on the first lookup, whose import registers the built-in
+    entries (so that naming one never depends on what the caller happened to import). A builtin
+    module missing only because of an optional dependency listed in `optional` is skipped.
+    Registering a second object under a taken name is an error; registering the same one again
+    (a module reloaded) is not.
+    """
+
+    def __init__(self, kind: str, builtins: tuple[str, ...] = (), optional: tuple[str, ...] = ()):
+        self.kind = kind
+        self._items: dict[str, T] = {}
+        self._builtins = builtins
+        self._optional = optional
+        self._loaded = not builtins
+
+    def register(self, name: str) -> Callable[[T], T]:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"{self.kind} name must be a non-empty string, got {name!r}")
+
+        def decorator(obj: T) -> T:
+            old = self._items.get(name)
+            if old is not None and old is not obj and _qualname(old) != _qualname(obj):
+                raise ValueError(f"{self.kind} {name!r} is registered twice ({_qualname(old)} and {_qualname(obj)})")
+            self._items[name] = obj
+            return obj
+        return decorator
+
+    def _load_builtins(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        for module in self._builtins:
+            try:
+                importlib.import_module(module)
+            except ModuleNotFoundError as exc:
+                if exc.name != module and exc.name not in self._optional:
+                    raise  # a real missing dependency, not an absent optional one
+
+    def get(self, name: str) -> T:
+        self._load_builtins()
+        if not isinstance(name, str) or name not in self._items:
+            raise UnknownName(f"unknown {self.kind} {name!r}{did_you_mean(name, self._items)}, "
+                              f"supported: {sorted(self._items)}")
+        return self._items[name]
+
+    def names(self) -> list[str]:
+        self._load_builtins()
+        return sorted(self._items)
+
+    def items(self) -> Iterator[tuple[str, T]]:
+        self._load_builtins()
+        return iter(sorted(self._items.items()))
+
+    def __contains__(self, name: object) -> bool:
+        self._load_builtins()
+        return name in self._items
+
+
+def _qualname(obj) -> str:
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Data sources: a name -> a function `(**options) -> Iterable[Sample]`. Adapters register
+# themselves on import; the built-in ones are imported on the first lookup.
+
 SourceFn = Callable[..., Iterable[Sample]]
-_SOURCES: dict[str, SourceFn] = {}
-# Modules that register the built-in sources; imported on first lookup.
-_BUILTIN_MODULES = ("data_prep.synthetic", "data_prep.adapters")
-
-
-def register_source(name: str) -> Callable[[SourceFn], SourceFn]:
-    def decorator(fn: SourceFn) -> SourceFn:
-        if name in _SOURCES and _SOURCES[name] is not fn:
-            raise ValueError(f"data source {name!r} is registered twice")
-        _SOURCES[name] = fn
-        return fn
-    return decorator
-
-
-def _import_builtins() -> None:
-    for module in _BUILTIN_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:  # a real missing dependency, not an absent optional module
-                raise
-
-
-def source_names() -> list[str]:
-    _import_builtins()
-    return sorted(_SOURCES)
-
-
-def get_source(name: str) -> SourceFn:
-    _import_builtins()
-    if name not in _SOURCES:
-        near = difflib.get_close_matches(name, _SOURCES, n=1)
-        hint = f" (did you mean {near[0]!r}?)" if near else ""
-        raise KeyError(f"unknown data source {name!r}{hint}, supported: {sorted(_SOURCES)}")
-    return _SOURCES[name]
+SOURCES: Registry[SourceFn] = Registry("data source", builtins=("data_prep.synthetic", "data_prep.adapters"))
+register_source = SOURCES.register
+get_source = SOURCES.get
+source_names = SOURCES.names
 
 
 def load_source(name: str, **options) -> Iterable[Sample]:

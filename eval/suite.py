@@ -27,7 +27,6 @@ Command-line `--set` overrides edit the raw YAML before it is checked: `defaults
 from __future__ import annotations
 
 import copy
-import difflib
 import hashlib
 import json
 import os
@@ -35,6 +34,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
+
+from data_prep.registry import did_you_mean
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
 PROMPT_STYLES = ("r1", "boxed", "direct")
@@ -48,11 +49,6 @@ PATH_OPTIONS = ("path", "image_dir")
 
 class SuiteError(ValueError):
     """A suite file or override that cannot be used; the message names the file and key."""
-
-
-def _near(key, options) -> str:
-    near = difflib.get_close_matches(str(key), list(options), n=1, cutoff=0.5)
-    return f" (did you mean {near[0]!r}?)" if near else ""
 
 
 @dataclass
@@ -118,7 +114,7 @@ class Suite:
         known = [b.name for b in self.benchmarks]
         for name in names:
             if name not in known:
-                raise SuiteError(f"suite {self.name!r}: no benchmark {name!r}{_near(name, known)}; "
+                raise SuiteError(f"suite {self.name!r}: no benchmark {name!r}{did_you_mean(name, known)}; "
                                  f"it has {known}")
         return Suite(self.name, self.description, [b for b in self.benchmarks if b.name in names], self.path)
 
@@ -137,7 +133,7 @@ def suite_path(name_or_path: str | os.PathLike) -> Path:
         return candidate
     builtin = SUITES_DIR / f"{text}.yaml"
     if not builtin.is_file():
-        raise SuiteError(f"unknown suite {text!r}{_near(text, suite_names())}; built-in suites: "
+        raise SuiteError(f"unknown suite {text!r}{did_you_mean(text, suite_names())}; built-in suites: "
                          f"{suite_names()} (or give a path to a .yaml file)")
     return builtin
 
@@ -180,7 +176,7 @@ def _apply_set(data: dict, text: str, where: str) -> None:
         names = [e.get("name", e.get("source")) for e in entries if isinstance(e, dict)]
         matches = [e for e in entries if isinstance(e, dict) and e.get("name", e.get("source")) == head]
         if not matches:
-            raise SuiteError(f"{where}: --set {text!r}: no benchmark {head!r}{_near(head, names)}; "
+            raise SuiteError(f"{where}: --set {text!r}: no benchmark {head!r}{did_you_mean(head, names)}; "
                              f"use 'defaults.' or one of {names}")
         target = matches[0]
     for part in rest[:-1]:
@@ -196,7 +192,7 @@ def _apply_set(data: dict, text: str, where: str) -> None:
 def _check_keys(mapping: dict, allowed, where: str) -> None:
     for key in mapping:
         if key not in allowed:
-            raise SuiteError(f"{where}: unknown key {key!r}{_near(key, allowed)}; valid keys: {list(allowed)}")
+            raise SuiteError(f"{where}: unknown key {key!r}{did_you_mean(key, allowed)}; valid keys: {list(allowed)}")
 
 
 def _int(value, where: str, minimum: int = 0, optional: bool = False):
@@ -243,14 +239,14 @@ def _benchmark(raw: dict, where: str) -> Benchmark:
     from data_prep.registry import source_names
     names = source_names()
     if source not in names:
-        raise SuiteError(f"{where}.source: unknown data source {source!r}{_near(source, names)}; "
+        raise SuiteError(f"{where}.source: unknown data source {source!r}{did_you_mean(source, names)}; "
                          f"registered: {names}")
     name = raw.get("name", source)
     if not isinstance(name, str) or not name or any(c in name for c in "/\\ \t\n"):
         raise SuiteError(f"{where}.name: expected a short name without spaces or slashes, got {name!r}")
     style = raw.get("prompt_style", "r1")
     if style not in PROMPT_STYLES:
-        raise SuiteError(f"{where}.prompt_style: unknown style {style!r}{_near(style, PROMPT_STYLES)}; "
+        raise SuiteError(f"{where}.prompt_style: unknown style {style!r}{did_you_mean(style, PROMPT_STYLES)}; "
                          f"valid: {list(PROMPT_STYLES)}")
     options = raw.get("options") or {}
     if not isinstance(options, dict):

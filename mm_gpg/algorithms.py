@@ -13,38 +13,14 @@ invalid (A = 0); alpha = n_groups / n_valid over the global batch; the loss is
 """
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
-from typing import Callable, Generic, TypeVar
+from typing import Callable
 
 import torch
 
+from data_prep.registry import Registry
+
 VALID_GROUP_STD = 1e-6
-F = TypeVar("F", bound=Callable)
-
-
-class Registry(Generic[F]):
-    def __init__(self, kind: str):
-        self.kind = kind
-        self._items: dict[str, F] = {}
-
-    def register(self, name: str) -> Callable[[F], F]:
-        def decorator(fn: F) -> F:
-            if name in self._items:
-                raise ValueError(f"{self.kind} {name!r} is registered twice")
-            self._items[name] = fn
-            return fn
-        return decorator
-
-    def get(self, name: str) -> F:
-        if name not in self._items:
-            near = difflib.get_close_matches(name, self._items, n=1)
-            hint = f" (did you mean {near[0]!r}?)" if near else ""
-            raise KeyError(f"unknown {self.kind} {name!r}{hint}, supported: {sorted(self._items)}")
-        return self._items[name]
-
-    def names(self) -> list[str]:
-        return sorted(self._items)
 
 
 ADVANTAGES: Registry = Registry("advantage estimator")

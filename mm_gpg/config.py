@@ -6,7 +6,6 @@ against the field's default type, so a typo never silently falls back to a defau
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,9 +13,26 @@ from typing import Any
 
 import yaml
 
+from data_prep.registry import did_you_mean
+
 
 class ConfigError(ValueError):
     pass
+
+
+@dataclass
+class LoraConfig:
+    r: int = 0
+    """LoRA rank. 0: off, the trained parts are fully fine-tuned. > 0: peft adapters of this rank
+    on the language model's `target_modules` train instead of its weights (the vision projector
+    trains fully when `model.train_projector` is on); checkpoints hold the adapter."""
+    alpha: float = 16.0
+    """LoRA scaling numerator: the adapter's update is scaled by alpha / r."""
+    dropout: float = 0.0
+    """Dropout on the adapter's input, in [0, 1)."""
+    target_modules: list = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj",
+                                                          "gate_proj", "up_proj", "down_proj"])
+    """Names of the language model's linear layers that get adapters (the vision tower never does)."""
 
 
 @dataclass
@@ -24,7 +40,10 @@ class ModelConfig:
     path: str = "runs/tiny-qwen2vl"
     """Hub id (owner/name) or local directory of an image-text-to-text checkpoint."""
     init_tiny: bool = False
-    """Build the embedded tiny Qwen2-VL at `path` first when nothing is there (offline default)."""
+    """Build an embedded tiny model (random weights, a real architecture) at `path` first when
+    nothing is there (the offline default)."""
+    tiny_family: str = "qwen2_vl"
+    """The architecture `init_tiny` builds (see `mm-gpg init-tiny --help` for the families)."""
     dtype: str = "auto"
     """Parameter dtype: auto (bfloat16 on a GPU that supports it, float32 on the CPU), float32,
     bfloat16 or float16. DeepSpeed's bf16 mode follows it unless `train.bf16` says otherwise."""
@@ -40,6 +59,8 @@ class ModelConfig:
     """Update the vision projector (Qwen2-VL's `visual.merger`)."""
     train_vision_tower: bool = False
     """Update the vision tower. Off by default; a test proves frozen weights do not move."""
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    """Low-rank adapters (peft) in place of full fine-tuning of the language model."""
 
 
 @dataclass
@@ -251,9 +272,7 @@ def _all_keys(cls, prefix: str = "") -> list[str]:
 
 
 def _unknown(key: str, where: str) -> ConfigError:
-    near = difflib.get_close_matches(key, _all_keys(Config), n=1, cutoff=0.5)
-    hint = f"; did you mean {near[0]!r}?" if near else ""
-    return ConfigError(f"{where}: unknown config key {key!r}{hint}")
+    return ConfigError(f"{where}: unknown config key {key!r}{did_you_mean(key, _all_keys(Config))}")
 
 
 def _check_type(key: str, value: Any, default: Any, where: str) -> Any:
@@ -402,7 +421,7 @@ INT_RANGES: dict[str, tuple] = {
     "warmstart.steps": (0, None), "warmstart.batch_size": (1, None),
     "eval.every": (0, None), "eval.max_new_tokens": (1, None), "eval.samples": (1, None),
     "eval.suite_limit": (1, None),
-    "data.min_pixels": (1, None), "data.max_pixels": (1, None),
+    "data.min_pixels": (1, None), "data.max_pixels": (1, None), "model.lora.r": (0, None),
     "reward_workers": (0, None),
     "logging.rollouts_every": (0, None), "logging.thumbnail_px": (16, 4096),
 }
@@ -415,6 +434,7 @@ FLOAT_RANGES: dict[str, tuple] = {
     "warmstart.lr": (0.0, None, False),
     "eval.temperature": (0.0, None, True),
     "reward_timeout_s": (0.0, None, False),
+    "model.lora.alpha": (0.0, None, False), "model.lora.dropout": (0.0, 1.0, True, False),
 }
 OPTIONAL_STRINGS = ("data.system_prompt", "eval.suite", "eval.suite_data_root", "algorithm.scale_rewards",
                     "algorithm.aggregation")
@@ -468,18 +488,16 @@ def _check_relations(config: Config, fail) -> None:
         allowed = _vllm_options()
         unknown = sorted(str(k) for k in r.vllm if k not in allowed) if allowed else []
         if unknown:
-            near = difflib.get_close_matches(unknown[0], allowed, n=1)
-            fail(f"rollout.vllm.{unknown[0]}", f"not a vLLM engine option"
-                 + (f"; did you mean {near[0]!r}?" if near else "") + f" (valid: {', '.join(sorted(allowed))})")
+            fail(f"rollout.vllm.{unknown[0]}", f"not a vLLM engine option{did_you_mean(unknown[0], allowed, cutoff=0.6)}"
+                 f" (valid: {', '.join(sorted(allowed))})")
     if not isinstance(e.suite_overrides, list) or not all(isinstance(x, str) and "=" in x for x in e.suite_overrides):
         fail("eval.suite_overrides", f"expects a list of KEY=VALUE strings, got {e.suite_overrides!r}")
     w = config.logging.wandb
     if w:
         unknown = sorted(str(k) for k in w if k not in WANDB_KEYS)
         if unknown:
-            near = difflib.get_close_matches(unknown[0], WANDB_KEYS, n=1)
-            fail(f"logging.wandb.{unknown[0]}", "not a W&B setting" + (f"; did you mean {near[0]!r}?" if near else "")
-                 + f" (valid: {', '.join(WANDB_KEYS)})")
+            fail(f"logging.wandb.{unknown[0]}", f"not a W&B setting{did_you_mean(unknown[0], WANDB_KEYS, cutoff=0.6)}"
+                 f" (valid: {', '.join(WANDB_KEYS)})")
         for key in WANDB_KEYS:
             if key in w and w[key] is not None and not isinstance(w[key], str):
                 fail(f"logging.wandb.{key}", f"expects a string, got {w[key]!r}")
@@ -508,9 +526,8 @@ def _check_source_options(key: str, name: str, source_fn, options: dict, fail) -
         if not isinstance(option, str):
             fail(key, f"option names must be strings, got {option!r}")
         if option not in allowed and (defn is not None or not takes_any):
-            near = difflib.get_close_matches(option, allowed, n=1)
-            fail(f"{key}.{option}", f"not an option of source {name!r}" + (f"; did you mean {near[0]!r}?" if near else "")
-                 + f" (valid: {', '.join(sorted(allowed))})")
+            fail(f"{key}.{option}", f"not an option of source {name!r}{did_you_mean(option, allowed, cutoff=0.6)}"
+                 f" (valid: {', '.join(sorted(allowed))})")
     if defn is not None and defn.check_options is not None:
         own = {**defn.options, **{k: v for k, v in options.items() if k in defn.options}}
         try:
@@ -562,6 +579,13 @@ def validate(config: Config) -> None:
         fail("model.device", check_device(config.model.device))
     if config.model.attn_implementation not in ATTN_CHOICES:
         fail("model.attn_implementation", f"must be one of {', '.join(ATTN_CHOICES)}")
+    from .tiny import TINY_FAMILIES
+    if config.model.tiny_family not in TINY_FAMILIES:
+        fail("model.tiny_family", f"unknown tiny model family {config.model.tiny_family!r}"
+                                  f"{did_you_mean(config.model.tiny_family, TINY_FAMILIES)}, supported: {list(TINY_FAMILIES)}")
+    modules = config.model.lora.target_modules
+    if not isinstance(modules, list) or not modules or not all(isinstance(m, str) and m for m in modules):
+        fail("model.lora.target_modules", f"expects a non-empty list of module names, got {modules!r}")
     if config.train.bf16 not in (None, True, False):
         fail("train.bf16", f"must be true, false or null (follow model.dtype), got {config.train.bf16!r}")
     if not config.rollout.temperature > 0:

@@ -25,6 +25,8 @@ from typing import Iterator
 
 import torch
 
+from data_prep.registry import did_you_mean
+
 from .algorithms import Algorithm, policy_loss
 from .device import module_device, to_device
 from .policy import Policy, completion_logprobs, set_trainable
@@ -218,7 +220,6 @@ def unknown_deepspeed_keys(extra: dict, merged: dict, where: str = "train.deepsp
     section name would be ignored without a word). The keys read are recorded while DeepSpeed
     parses `merged`; when nothing can be recorded (another DeepSpeed), nothing is refused."""
     import copy
-    import difflib
 
     from deepspeed.runtime.config import DeepSpeedConfig
 
@@ -248,9 +249,7 @@ def unknown_deepspeed_keys(extra: dict, merged: dict, where: str = "train.deepsp
         return
     for key in extra:
         if key not in recording.read:
-            near = difflib.get_close_matches(key, sorted(recording.read), n=1)
-            hint = f" (did you mean {near[0]!r}?)" if near else ""
-            raise ValueError(f"{where}.{key}: not a DeepSpeed config key{hint}")
+            raise ValueError(f"{where}.{key}: not a DeepSpeed config key{did_you_mean(key, recording.read, cutoff=0.6)}")
 
 
 class Learner:

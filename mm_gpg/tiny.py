@@ -49,6 +49,9 @@ QWEN2_SPLIT_PATTERN = (
     r"|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 
+TINY_FAMILIES = ("qwen2_vl",)
+"""The architectures `build_tiny` can build (`model.tiny_family`, `mm-gpg init-tiny --family`)."""
+
 TINY_SIZES = {
     "text": dict(hidden_size=128, intermediate_size=344, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2),

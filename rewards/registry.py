@@ -7,7 +7,6 @@ A verifier is a plain function `fn(response: str, sample: Sample) -> float | Rew
 """
 from __future__ import annotations
 
-import difflib
 import functools
 import importlib
 import importlib.util
@@ -17,55 +16,26 @@ import re
 import sys
 from typing import Callable
 
+from data_prep.registry import Registry, did_you_mean
 from data_prep.schema import Sample
 
 Verifier = Callable[..., object]
 MODES = ("lenient", "official")
 
-_VERIFIERS: dict[str, Verifier] = {}
-_BUILTINS_LOADED = False
+VERIFIERS: Registry[Verifier] = Registry("verifier", builtins=("rewards.verifiers",))
+get_verifier = VERIFIERS.get
+verifier_names = VERIFIERS.names
 
 
 def register_verifier(name: str) -> Callable[[Verifier], Verifier]:
-    """Decorator: register `fn` under `name`. Registering another function under a taken name
-    is an error (re-registering the same function, e.g. on module reload, is allowed)."""
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"verifier name must be a non-empty string, got {name!r}")
+    """Decorator: register `fn` under `name` (its signature checked first). Registering another
+    function under a taken name is an error; re-registering the same one (a reload) is not."""
+    register = VERIFIERS.register(name)
 
     def decorator(fn: Verifier) -> Verifier:
         _check_signature(fn, f"verifier {name!r}")
-        old = _VERIFIERS.get(name)
-        if old is not None and old is not fn and _qualname(old) != _qualname(fn):
-            raise ValueError(f"verifier {name!r} is registered twice ({_qualname(old)} and "
-                             f"{_qualname(fn)})")
-        _VERIFIERS[name] = fn
-        return fn
+        return register(fn)
     return decorator
-
-
-def _qualname(fn) -> str:
-    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
-
-
-def _load_builtins() -> None:
-    global _BUILTINS_LOADED
-    if not _BUILTINS_LOADED:
-        _BUILTINS_LOADED = True
-        importlib.import_module("rewards.verifiers")
-
-
-def verifier_names() -> list[str]:
-    _load_builtins()
-    return sorted(_VERIFIERS)
-
-
-def get_verifier(name: str) -> Verifier:
-    _load_builtins()
-    try:
-        return _VERIFIERS[name]
-    except KeyError:
-        raise ValueError(f"unknown verifier {name!r}{_near(name, _VERIFIERS)}, "
-                         f"registered: {sorted(_VERIFIERS)}") from None
 
 
 def accepts_mode(fn: Verifier) -> bool:
@@ -73,11 +43,6 @@ def accepts_mode(fn: Verifier) -> bool:
         return "mode" in inspect.signature(fn).parameters
     except (TypeError, ValueError):
         return False
-
-
-def _near(name: str, options) -> str:
-    near = difflib.get_close_matches(str(name), list(options), n=1, cutoff=0.4)
-    return f" (did you mean {near[0]!r}?)" if near else ""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -114,7 +79,7 @@ def route(sample: Sample) -> str:
     name = _route(str(sample.task or ""), sample.answer_type)
     if name is None:
         raise ValueError(f"sample {sample.id!r}: no verifier for answer_type "
-                         f"{sample.answer_type!r}{_near(sample.answer_type, TYPE_ROUTES)}")
+                         f"{sample.answer_type!r}{did_you_mean(sample.answer_type, TYPE_ROUTES)}")
     return name
 
 
@@ -187,6 +152,6 @@ def load_callable(ref: str) -> Verifier:
     if fn is None:
         public = [n for n, v in vars(module).items() if callable(v) and not n.startswith("_")]
         raise ValueError(f"reward fn {ref!r}: {target!r} has no function {fn_name!r}"
-                         f"{_near(fn_name, public)}")
+                         f"{did_you_mean(fn_name, public)}")
     _check_signature(fn, f"reward fn {ref!r}")
     return fn

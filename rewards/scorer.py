@@ -9,7 +9,6 @@ elsewhere. Samples travel to the workers without their images.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import mmap
 import os
@@ -24,6 +23,7 @@ import weakref
 from collections import deque
 from multiprocessing.connection import Connection, wait
 
+from data_prep.registry import did_you_mean
 from data_prep.schema import Sample
 
 from . import _worker
@@ -35,15 +35,9 @@ STARTUP_TIMEOUT_S = 600.0  # generous: a loaded 2-core machine can take minutes 
 CHUNKS_PER_WORKER = 2
 
 
-def _near(value: str, options) -> str:
-    near = difflib.get_close_matches(str(value), list(options), n=1, cutoff=0.4)
-    return f" (did you mean {near[0]!r}?)" if near else ""
-
-
 def _builtin_names() -> set[str]:
-    from .registry import _VERIFIERS
-    verifier_names()
-    return {n for n, fn in _VERIFIERS.items() if getattr(fn, "__module__", "").startswith("rewards.")}
+    from .registry import VERIFIERS
+    return {n for n, fn in VERIFIERS.items() if getattr(fn, "__module__", "").startswith("rewards.")}
 
 
 def _component_name(name: str) -> str:
@@ -73,7 +67,7 @@ def resolve_specs(specs: list[dict]) -> list[dict]:
                              f"got {spec!r}")
         for key in spec:
             if key not in SPEC_KEYS:
-                raise ValueError(f"{where}: unknown key {key!r}{_near(key, SPEC_KEYS)}; "
+                raise ValueError(f"{where}: unknown key {key!r}{did_you_mean(key, SPEC_KEYS)}; "
                                  f"valid keys: {list(SPEC_KEYS)}")
         if ("name" in spec) == ("fn" in spec):
             raise ValueError(f"{where}: give exactly one of 'name' (a registered verifier or "
@@ -83,7 +77,7 @@ def resolve_specs(specs: list[dict]) -> list[dict]:
             raise ValueError(f"{where}: key 'weight': expected a finite number, got {weight!r}")
         mode = spec.get("mode")
         if mode is not None and mode not in MODES:
-            raise ValueError(f"{where}: key 'mode': unknown mode {mode!r}{_near(mode, MODES)}; "
+            raise ValueError(f"{where}: key 'mode': unknown mode {mode!r}{did_you_mean(mode, MODES)}; "
                              f"valid: {list(MODES)}")
         bounds = spec.get("range", (0.0, 1.0))
         if (not isinstance(bounds, (list, tuple)) or len(bounds) != 2
@@ -100,7 +94,7 @@ def resolve_specs(specs: list[dict]) -> list[dict]:
                 names = verifier_names()
                 if name not in names:
                     raise ValueError(f"{where}: key 'name': unknown verifier {name!r}"
-                                     f"{_near(name, names + ['accuracy'])}; valid: "
+                                     f"{did_you_mean(name, names + ['accuracy'])}; valid: "
                                      f"{['accuracy'] + names}")
                 fn = get_verifier(name)
                 if mode is not None and not accepts_mode(fn):

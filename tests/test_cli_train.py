@@ -56,7 +56,7 @@ def test_train_end_to_end_writes_metrics_and_a_loadable_model(tmp_path, tiny_mod
 
 
 @pytest.mark.parametrize("args,message", [
-    (["train.lrr=1"], "unknown config key 'train.lrr'; did you mean 'train.lr'?"),
+    (["train.lrr=1"], "unknown config key 'train.lrr' (did you mean 'train.lr'?)"),
     (["model.path=/nonexistent/model"], "model.path: '/nonexistent/model' is not a directory"),
     (["algorithm.name=gpgg"], "config key 'algorithm.name': unknown algorithm 'gpgg' (did you mean 'gpg'?)"),
     (["algorithm.kl_coef=0.1"], "config key 'algorithm.kl_coef': must be 0 for gpg, whose loss has no KL term"),

@@ -187,7 +187,7 @@ def test_main_module_verifier_is_refused_for_workers(monkeypatch):
     def fn(response, sample):
         return 1.0
     fn.__module__ = "__main__"
-    monkeypatch.setitem(__import__("rewards.registry").registry._VERIFIERS, "test_main_only", fn)
+    monkeypatch.setitem(__import__("rewards.registry").registry.VERIFIERS._items, "test_main_only", fn)
     with pytest.raises(ValueError, match="defined in __main__"):
         build_scorer([{"name": "test_main_only"}], num_workers=1)
     fn.__module__ = __name__  # a closure: not importable by reference either

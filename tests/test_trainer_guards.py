@@ -91,7 +91,7 @@ def test_an_algorithm_that_does_not_resample_draws_once(tiny_policy, scorer, dis
 
 
 def test_the_cap_is_named_for_what_it_counts():
-    with pytest.raises(ConfigError, match=r"unknown config key 'algorithm.max_extra_draws'; did you mean "
+    with pytest.raises(ConfigError, match=r"unknown config key 'algorithm.max_extra_draws' \(did you mean "
                                           r"'algorithm.max_draws'\?"):
         load_config(overrides=["algorithm.max_extra_draws=20"])
     with pytest.raises(ConfigError, match=r"'algorithm.max_draws': must be >= 1"):

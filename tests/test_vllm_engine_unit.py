@@ -19,10 +19,10 @@ def test_request_seeds_are_reproducible_and_never_overlap_between_prompts():
 
 
 def test_vllm_is_a_registered_engine_name():
-    from mm_gpg.rollout.base import _ENGINES, build_engine
+    from mm_gpg.rollout.base import ENGINES, build_engine
     with pytest.raises(Exception):
         build_engine("vllm-typo", policy=None)
-    assert "vllm" in _ENGINES
+    assert "vllm" in ENGINES
 
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed here")

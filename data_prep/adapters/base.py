@@ -28,7 +28,6 @@ Both expose `skipped` (records left out as malformed) and `bad_records` (the fir
 """
 from __future__ import annotations
 
-import difflib
 import hashlib
 import io
 import itertools
@@ -42,7 +41,7 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image
 
-from ..registry import register_source
+from ..registry import did_you_mean, register_source
 from ..schema import BadRecord, Sample
 
 ON_BAD_RECORD = ("error", "skip")
@@ -290,8 +289,7 @@ def define_source(defn: SourceDef) -> Callable[..., "SampleTable | SampleStream"
         if unknown:
             hints = []
             for key in sorted(unknown):
-                near = difflib.get_close_matches(key, list(defn.options) + list(_LOADER_ARGS), n=1)
-                hints.append(f"{key!r}" + (f" (did you mean {near[0]!r}?)" if near else ""))
+                hints.append(f"{key!r}{did_you_mean(key, list(defn.options) + list(_LOADER_ARGS), cutoff=0.6)}")
             raise KeyError(f"data source {defn.name!r}: unknown option(s) {', '.join(hints)}; "
                            f"supported: {sorted(_LOADER_ARGS)} and source options {sorted(defn.options)}")
         if on_bad_record not in ON_BAD_RECORD:

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import difflib
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 import torch
+
+from data_prep.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -62,26 +63,11 @@ class RolloutEngine(abc.ABC):
         pass
 
 
-_ENGINES: dict[str, Callable[..., RolloutEngine]] = {}
-
-
-def register_engine(name: str):
-    def decorator(factory):
-        _ENGINES[name] = factory
-        return factory
-    return decorator
+# Engines register on import; vllm_engine is skipped where vLLM is not installed.
+ENGINES: Registry[Callable[..., RolloutEngine]] = Registry(
+    "rollout engine", builtins=("mm_gpg.rollout.hf", "mm_gpg.rollout.vllm_engine"), optional=("vllm",))
+register_engine = ENGINES.register
 
 
 def build_engine(name: str, **kwargs) -> RolloutEngine:
-    import importlib
-    for module in ("mm_gpg.rollout.hf", "mm_gpg.rollout.vllm_engine"):
-        try:
-            importlib.import_module(module)
-        except ImportError as exc:
-            if exc.name not in (module, "vllm"):
-                raise
-    if name not in _ENGINES:
-        near = difflib.get_close_matches(name, _ENGINES, n=1)
-        hint = f" (did you mean {near[0]!r}?)" if near else ""
-        raise KeyError(f"unknown rollout engine {name!r}{hint}, supported: {sorted(_ENGINES)}")
-    return _ENGINES[name](**kwargs)
+    return ENGINES.get(name)(**kwargs)
