@@ -119,7 +119,7 @@ def compare_main(argv: list[str]) -> int:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     from .compare import compare_reports, load_report, render_comparison
-    from .report import write_json_atomic, write_text_atomic
+    from data_prep.files import write_json_atomic, write_text_atomic
     try:
         cmp = compare_reports(load_report(args.a), load_report(args.b), n_boot=args.bootstrap, seed=args.seed)
     except USAGE_ERRORS as exc:

@@ -16,7 +16,7 @@ import datetime
 import json
 from pathlib import Path
 
-from .report import write_json_atomic, write_text_atomic
+from data_prep.files import write_json_atomic, write_text_atomic
 
 METRICS = ("accuracy", "pass_at_k", "format_rate")
 """Per-task metrics copied to results.json (with a stderr where the report has an interval)."""

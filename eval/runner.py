@@ -23,7 +23,9 @@ from mm_gpg.progress import dataset_bars
 
 from . import core
 from .metrics import N_BOOT
-from .report import build_report, to_markdown, to_text, write_json_atomic, write_text_atomic
+from data_prep.files import write_json_atomic, write_text_atomic
+
+from .report import build_report, to_markdown, to_text
 
 PREDICTIONS, REPORT_JSON, REPORT_MD, MANIFEST = "predictions.jsonl", "report.json", "report.md", "run.json"
 MANIFEST_FORMAT = "mm-gpg-eval-run/1"

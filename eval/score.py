@@ -29,7 +29,9 @@ import tempfile
 from pathlib import Path
 
 from .metrics import N_BOOT, summarize
-from .report import _table, category_rows, ci_text, pct, write_text_atomic
+from data_prep.files import write_text_atomic
+
+from .report import _table, category_rows, ci_text, pct
 
 RECORD_BENCHMARKS = {"vqav2": "vqa", "chartqa": "relaxed", "mathvista": "mathvista", "mmmu": "mmmu",
                      "scienceqa": "scienceqa"}

@@ -463,7 +463,9 @@ class SuiteEvaluator:
         if accuracies:
             metrics[f"{self.prefix}/accuracy"] = sum(accuracies) / len(accuracies)
         if self.output_dir and self.dist.is_main:
-            from .report import build_report, write_json_atomic
+            from data_prep.files import write_json_atomic
+
+            from .report import build_report
             report = build_report(self.suite, model=f"training step {step}", seed=self.seed, records=records,
                                   failed=self.failed, loaded={})
             write_json_atomic(Path(self.output_dir) / f"step_{step:06d}.json", report)

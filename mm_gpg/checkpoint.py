@@ -41,6 +41,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from data_prep.files import write_text_atomic
+
 from .distributed import Dist
 
 PREFIX = "step-"
@@ -98,7 +100,7 @@ def write_manifest(folder: str | os.PathLike) -> Path:
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST_FILE):
         files[path.relative_to(folder).as_posix()] = {"size": path.stat().st_size, "sha256": _sha256(path)}
     out = folder / MANIFEST_FILE
-    _fsync_write(out, json.dumps({"format": 1, "files": files}, indent=1, sort_keys=True) + "\n")
+    write_text_atomic(out, json.dumps({"format": 1, "files": files}, indent=1, sort_keys=True) + "\n")
     return out
 
 
@@ -198,15 +200,6 @@ def restore_rng(state: dict) -> None:
 
 # ---------------------------------------------------------------- save / load
 
-def _fsync_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -257,7 +250,7 @@ def save_checkpoint(root: str | os.PathLike, step: int, learner, trainer_state: 
             processor.save_pretrained(hf)
         state = {"format": FORMAT_VERSION, "step": step, "world_size": dist.world_size,
                  "zero_stage": learner.zero_stage, "saved_at": time.time(), **trainer_state}
-        _fsync_write(tmp / STATE_FILE, json.dumps(state, indent=1, sort_keys=True) + "\n")
+        write_text_atomic(tmp / STATE_FILE, json.dumps(state, indent=1, sort_keys=True) + "\n")
         write_manifest(tmp)  # last: it vouches for every file above
         _fsync_dir(tmp)
         if final.exists():  # the same step again (a run resumed from an older checkpoint)

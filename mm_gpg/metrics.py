@@ -128,9 +128,9 @@ class MetricsLogger:
                                 f"{expected} (the file was deleted, replaced or edited)")
         if problems and required:
             raise HistoryError(f"resume: metrics history damaged: {problems[0]}; {hint}")
-        from .checkpoint import _fsync_write  # the one atomic write
+        from data_prep.files import write_text_atomic
         self._file.close()
-        _fsync_write(self.path, b"".join(line + b"\n" for line in kept).decode("utf-8"))
+        write_text_atomic(self.path, b"".join(line + b"\n" for line in kept).decode("utf-8"))
         self._file = open(self.path, "a", encoding="utf-8")
         self._records, self._last_step, self._at_last_step = len(kept), step, seen_at_step
         return f"{problems[0]}; continuing with the {len(kept)} readable records" if problems else None

@@ -19,6 +19,8 @@ import math
 import os
 from pathlib import Path
 
+from data_prep.files import write_bytes_atomic
+
 from .metrics import MetricsLogger
 
 ROLLOUTS_FILE = "rollouts.jsonl"
@@ -60,10 +62,7 @@ def write_thumbnails(thumbs: dict, out_dir: Path) -> None:
     for rel, data in thumbs.items():
         path = out_dir / rel
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, path)  # a kill leaves no half-written image under its final name
+            write_bytes_atomic(path, data)  # a kill leaves no half-written image under its final name
 
 
 def sample_fields(prompt, thumbs: dict, max_px: int) -> dict:

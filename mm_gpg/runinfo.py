@@ -57,10 +57,10 @@ def config_yaml(config: Config) -> str:
 
 def write_run_files(config: Config, argv: list[str], start_step: int = 0) -> None:
     """config.yaml (the resolved config) and run.json (one entry per start of this run)."""
-    from .checkpoint import _fsync_write  # the one atomic write
+    from data_prep.files import write_text_atomic
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _fsync_write(out / "config.yaml", config_yaml(config))
+    write_text_atomic(out / "config.yaml", config_yaml(config))
     info_path = out / "run.json"
     starts = []
     if start_step and info_path.exists():  # a resume keeps the history of earlier starts
@@ -71,4 +71,4 @@ def write_run_files(config: Config, argv: list[str], start_step: int = 0) -> Non
     starts.append({"time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                    "command": ["mm-gpg", *argv], "cwd": os.getcwd(), "start_step": start_step,
                    "git": git_state(), "versions": package_versions(), "host": platform.node()})
-    _fsync_write(info_path, json.dumps({"starts": starts}, indent=1) + "\n")
+    write_text_atomic(info_path, json.dumps({"starts": starts}, indent=1) + "\n")

@@ -78,11 +78,11 @@ def build_page(folder: Path) -> tuple[str, int]:
 
 
 def write_view(folder: str | Path, out: str | Path | None = None) -> Path:
-    from .checkpoint import _fsync_write  # the one atomic write
+    from data_prep.files import write_text_atomic
     folder = Path(folder)
     page, _ = build_page(folder)
     path = Path(out) if out is not None else folder / VIEW_FILE
-    _fsync_write(path, page)
+    write_text_atomic(path, page)
     return path
 
 
