@@ -12,6 +12,7 @@ import difflib
 import importlib
 from typing import Callable, Generic, Iterable, Iterator, TypeVar
 
+from .errors import UserError
 from .schema import Sample
 
 T = TypeVar("T")
@@ -23,9 +24,10 @@ def did_you_mean(name: object, options: Iterable[str], cutoff: float = 0.5) -> s
     return f" (did you mean {near[0]!r}?)" if near else ""
 
 
-class UnknownName(KeyError, ValueError):
-    """A name no registry entry has. Both a KeyError (a failed lookup) and a ValueError (a bad
-    user value), so callers that guard either keep working; str() is the plain message."""
+class UnknownName(KeyError, UserError):
+    """A name no registry entry has (or an option no source takes). Both a KeyError (a failed
+    lookup) and a user error (data_prep.errors: one line), so callers that guard either keep
+    working; str() is the plain message."""
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""

@@ -22,7 +22,7 @@ from functools import lru_cache
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .registry import register_source
+from .registry import UnknownName, register_source
 from .schema import Sample
 
 COLORS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (50, 80, 220),
@@ -133,13 +133,13 @@ class SyntheticTask(Sequence):
 
     def __init__(self, task: str, split: str = "train", seed: int = 0, size: int = 10_000, **knobs):
         if task not in _TASKS:
-            raise KeyError(f"unknown synthetic task {task!r}, supported: {sorted(_TASKS)}")
+            raise UnknownName(f"unknown synthetic task {task!r}, supported: {sorted(_TASKS)}")
         _rng(task, split, seed, 0)  # validates the split early
         answer_type, self._draw, defaults = _TASKS[task]
         unknown = set(knobs) - set(defaults)
         if unknown:
-            raise KeyError(f"synthetic task {task!r}: unknown option(s) {sorted(unknown)}, "
-                           f"supported: {sorted(defaults)}")
+            raise UnknownName(f"synthetic task {task!r}: unknown option(s) {sorted(unknown)}, "
+                              f"supported: {sorted(defaults)}")
         self.task, self.split, self.seed, self.size = task, split, seed, size
         self.answer_type = answer_type
         self.knobs = {**defaults, **knobs}
@@ -169,7 +169,7 @@ class SyntheticMix(Sequence):
         knobs = knobs or {}
         unknown = set(knobs) - set(tasks)
         if unknown:
-            raise KeyError(f"synthetic source: knobs given for task(s) not in `tasks`: {sorted(unknown)}")
+            raise UnknownName(f"synthetic source: knobs given for task(s) not in `tasks`: {sorted(unknown)}")
         self.parts = [SyntheticTask(t, **kwargs, **knobs.get(t, {})) for t in tasks]
 
     def __len__(self) -> int:

@@ -9,7 +9,8 @@
 
 Exit status: 0 when every benchmark ran, 1 when a benchmark failed (its source could not be
 loaded, gave 0 samples, or skipped more than `max_skipped_fraction` of its records as malformed;
-the others still ran and the report says which failed and why), 2 for a usage error.
+the others still ran and the report says which failed and why), 2 for a usage error
+(data_prep.errors: any other exception is a bug and keeps its traceback).
 """
 from __future__ import annotations
 
@@ -18,14 +19,16 @@ import re
 import sys
 from pathlib import Path
 
-from .metrics import N_BOOT
+from data_prep.errors import USER_ERRORS, debug_enabled, error_line
 
-USAGE_ERRORS = (ValueError, KeyError, FileNotFoundError, NotADirectoryError, PermissionError)
+from .metrics import N_BOOT
 
 
 def _error(prog: str, exc: BaseException) -> int:
-    text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-    print(f"{prog}: error: {' '.join(str(text).split())}", file=sys.stderr)
+    """A user error as one line, exit status 2 (MM_GPG_DEBUG: re-raised with its traceback)."""
+    if debug_enabled():
+        raise exc
+    print(f"{prog}: error: {error_line(exc)}", file=sys.stderr)
     return 2
 
 
@@ -103,7 +106,7 @@ def run_main(argv: list[str]) -> int:
                             workers=args.workers,
                             timeout_s=args.timeout, n_boot=args.bootstrap, cache_dir=args.cache_dir,
                             quiet=args.quiet, engine_options=engine_options, progress=args.progress)
-    except USAGE_ERRORS as exc:
+    except USER_ERRORS as exc:
         return _error("mm-gpg eval", exc)
     return code
 
@@ -122,7 +125,7 @@ def compare_main(argv: list[str]) -> int:
     from data_prep.files import write_json_atomic, write_text_atomic
     try:
         cmp = compare_reports(load_report(args.a), load_report(args.b), n_boot=args.bootstrap, seed=args.seed)
-    except USAGE_ERRORS as exc:
+    except USER_ERRORS as exc:
         return _error("mm-gpg eval compare", exc)
     print(render_comparison(cmp), end="")
     if args.output:

@@ -7,24 +7,23 @@
     mm-gpg export CHECKPOINT OUT
     mm-gpg plot RUN_DIR [RUN_DIR ...] [--out DIR]
     mm-gpg view RUN_DIR|EVAL_DIR [--out PAGE.html]
+
+Exit status 2 with one line `mm-gpg: error: ...` for a user error (data_prep.errors.USER_ERRORS);
+any other exception is a bug and keeps its traceback (exit status 1). MM_GPG_DEBUG=1 in the
+environment makes user errors show their traceback too.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
-# Errors a user can cause (bad config, paths, records); anything else is a bug and keeps its traceback.
-USER_ERRORS = (ValueError, KeyError, FileNotFoundError, NotADirectoryError, PermissionError, OSError)
-
-
-def _error_line(exc: BaseException) -> str:
-    text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-    return " ".join(str(text).split())
+# Errors a user can cause (bad config, paths, records: data_prep.errors); anything else is a bug and
+# keeps its traceback. MM_GPG_DEBUG=1 shows user errors' tracebacks too.
+from data_prep.errors import USER_ERRORS, debug_enabled, error_line
 
 
 def train_command(args) -> int:
@@ -221,9 +220,9 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         return {"train": train_command, "init-tiny": init_tiny_command}[args.command](args)
     except USER_ERRORS as exc:
-        if os.environ.get("MM_GPG_DEBUG"):
+        if debug_enabled():
             raise
-        print(f"mm-gpg: error: {_error_line(exc)}", file=sys.stderr)
+        print(f"mm-gpg: error: {error_line(exc)}", file=sys.stderr)
         return 2
 
 

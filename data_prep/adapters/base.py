@@ -41,7 +41,7 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image
 
-from ..registry import did_you_mean, register_source
+from ..registry import UnknownName, did_you_mean, register_source
 from ..schema import BadRecord, Sample
 
 ON_BAD_RECORD = ("error", "skip")
@@ -290,8 +290,8 @@ def define_source(defn: SourceDef) -> Callable[..., "SampleTable | SampleStream"
             hints = []
             for key in sorted(unknown):
                 hints.append(f"{key!r}{did_you_mean(key, list(defn.options) + list(_LOADER_ARGS), cutoff=0.6)}")
-            raise KeyError(f"data source {defn.name!r}: unknown option(s) {', '.join(hints)}; "
-                           f"supported: {sorted(_LOADER_ARGS)} and source options {sorted(defn.options)}")
+            raise UnknownName(f"data source {defn.name!r}: unknown option(s) {', '.join(hints)}; "
+                              f"supported: {sorted(_LOADER_ARGS)} and source options {sorted(defn.options)}")
         if on_bad_record not in ON_BAD_RECORD:
             raise ValueError(f"data source {defn.name!r}: on_bad_record must be one of {ON_BAD_RECORD}, "
                              f"got {on_bad_record!r}")
