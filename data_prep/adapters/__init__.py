@@ -5,6 +5,7 @@ Importing this package registers every adapter (`data_prep.registry` imports it 
 `vqav2`, `scienceqa`, `mmmu`. See `base` for the loader contract they share.
 """
 from . import chartqa, clevr, geometry3k, geoqa, mathverse, mathvista, mmmu, scienceqa, vqav2  # noqa: F401
+from . import table  # noqa: F401  (`table`: your own data through a column map; not a benchmark)
 from .base import (BadRecord, SampleStream, SampleTable, SourceDef, define_source, format_skipped,
                    skipped_report, skipped_summary, split_by_id)
 

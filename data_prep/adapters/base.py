@@ -275,6 +275,10 @@ class SourceDef:
     """Columns every file must have, each as its accepted names (`("problem", "question")`: either).
     A file without one is a single error naming the column, in both `on_bad_record` modes: with
     `skip` every record would otherwise be skipped for the same reason."""
+    check_columns: Callable[[list[str], dict], None] | None = None
+    """For sources whose columns depend on the options (the `table` column map): called with the
+    data's column names and the options; raises ValueError saying what is missing (the loader
+    prefixes the source and path). Skipped when the columns are not known up front (streaming)."""
 
 
 def define_source(defn: SourceDef) -> Callable[..., "SampleTable | SampleStream"]:
@@ -323,6 +327,13 @@ def define_source(defn: SourceDef) -> Callable[..., "SampleTable | SampleStream"
             files, pre_bad = _checked_json_lines(defn, files, on_bad_record, cache_dir)
         reader = _open(defn, path, files, split, config, streaming, cache_dir)
         _check_columns(defn, reader, path)
+        if defn.check_columns is not None and getattr(reader, "column_names", None) is not None:
+            try:
+                defn.check_columns(list(reader.column_names), opts)
+            except ValueError as exc:  # name the data file(s) themselves, not only their folder
+                where = path if not local or os.path.isfile(path) else \
+                    ", ".join(local_files(path, split, config or defn.config))
+                raise ValueError(f"data source {defn.name!r}: {where}: {exc}") from None
         make_ctx = _CtxFactory(defn.name, split, os.fspath(image_dir) if image_dir else None,
                                check_images, _features(reader), opts, tuple(file_dirs))
         if streaming:
