@@ -1,8 +1,8 @@
 """`mm-gpg` command line: the one place that wires every package together.
 
     mm-gpg train --config configs/tiny_synthetic.yaml [key=value ...]
-    mm-gpg init-tiny DIR
-    mm-gpg score --verifier NAME|auto --input in.jsonl --output out.jsonl
+    mm-gpg init-tiny DIR [--family qwen2_vl|qwen2_5_vl|idefics3]
+    mm-gpg score INPUT.jsonl [-o OUT.jsonl] [--benchmark NAME] [--verifier NAME|auto]
     mm-gpg data inspect SOURCE [--n 16] [--out sheet.png]
     mm-gpg export CHECKPOINT OUT
     mm-gpg plot RUN_DIR [RUN_DIR ...] [--out DIR]
@@ -60,8 +60,8 @@ def train_command(args) -> int:
     dataset_bars(config.progress and dist.is_main)  # sources are read by the warm-start and the trainer
     if config.model.init_tiny and not Path(config.model.path).exists():
         if dist.is_main:
-            build_tiny(config.model.path, seed=config.train.seed)
-            say(f"built the embedded tiny Qwen2-VL at {config.model.path}")
+            build_tiny(config.model.path, seed=config.train.seed, family=config.model.tiny_family)
+            say(f"built the embedded tiny {config.model.tiny_family} model at {config.model.path}")
         with dist.stage("set-up: tiny model"):
             dist.barrier()
     model_path = config.model.path
@@ -157,13 +157,13 @@ def train_command(args) -> int:
 
 def init_tiny_command(args) -> int:
     from mm_gpg.tiny import build_tiny
-    path = build_tiny(args.dir, seed=args.seed)
-    print(f"built the embedded tiny Qwen2-VL at {path}")
+    path = build_tiny(args.dir, seed=args.seed, family=args.family)
+    print(f"built the embedded tiny {args.family} model at {path}")
     return 0
 
 
 def score_command(argv: list[str]) -> int:
-    from rewards.cli import main
+    from eval.score import main
     return main(argv)
 
 
@@ -198,10 +198,13 @@ def main(argv: list[str] | None = None) -> int:
     p_train.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.lr=1e-4")
     p_train.add_argument("--check", action="store_true",
                          help="check every setting and exit (status 2 with a one-line error on the first bad one)")
-    p_tiny = sub.add_parser("init-tiny", help="build the embedded tiny Qwen2-VL checkpoint")
+    p_tiny = sub.add_parser("init-tiny", help="build an embedded tiny model (random weights, a real architecture)")
     p_tiny.add_argument("dir")
     p_tiny.add_argument("--seed", type=int, default=0)
-    sub.add_parser("score", help="score a JSONL of responses with a verifier", add_help=False)
+    p_tiny.add_argument("--family", default="qwen2_vl",
+                        help="architecture: qwen2_vl (default), qwen2_5_vl or idefics3 (see docs/models.md)")
+    sub.add_parser("score", help="score a JSONL of responses (raw benchmark records or Samples) with the verifiers",
+                   add_help=False)
     sub.add_parser("data", help="inspect a data source", add_help=False)
     sub.add_parser("export", help="write a training checkpoint in Hugging Face format", add_help=False)
     sub.add_parser("eval", help="run the eval suite", add_help=False)

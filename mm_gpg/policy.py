@@ -12,11 +12,22 @@ from dataclasses import dataclass, field
 
 import torch
 
-# Parameter-name fragments that identify the vision tower and its projector across HF VLMs
-# (Qwen2-VL / Qwen2.5-VL: `visual.*` with `visual.merger`; LLaVA-style: `vision_tower`,
-# `multi_modal_projector`).
-PROJECTOR_KEYS = ("visual.merger", "multi_modal_projector", "mm_projector")
+# Parameter-name fragments that identify the vision tower and its projector across HF VLMs (the
+# projector is tested first: it sits inside the tower in Qwen). Qwen2-VL / Qwen2.5-VL: the tower is
+# `visual.*`, its projector `visual.merger`; Idefics3 / SmolVLM: `vision_model` and `connector`
+# (pixel shuffle + linear); LLaVA-style: `vision_tower` and `multi_modal_projector`.
+PROJECTOR_KEYS = ("visual.merger", "connector", "multi_modal_projector", "mm_projector")
 VISION_KEYS = ("visual.", "vision_tower", "vision_model")
+
+
+def model_part(parameter_name: str) -> str:
+    """'projector', 'vision_tower' or 'language_model': which part a parameter belongs to, by the
+    fragments above (everything that is neither is the language model: embeddings, decoder, head)."""
+    if any(k in parameter_name for k in PROJECTOR_KEYS):
+        return "projector"
+    if any(k in parameter_name for k in VISION_KEYS):
+        return "vision_tower"
+    return "language_model"
 
 
 @dataclass
@@ -33,6 +44,10 @@ class Policy:
     def tokenizer(self):
         return self.processor.tokenizer
 
+
+# A chat turn ends with the first of these the vocabulary has (Qwen's ChatML, Idefics3 / SmolVLM);
+# otherwise with the tokenizer's eos token.
+END_OF_TURN_TOKENS = ("<|im_end|>", "<end_of_utterance>")
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -62,8 +77,8 @@ def load_policy(name_or_path: str, dtype: str = "auto", attn_implementation: str
     processor = AutoProcessor.from_pretrained(name_or_path)
     tokenizer = processor.tokenizer
     tokenizer.padding_side = "left"  # generation pads on the left; the learner builds its own batches
-    eos = tokenizer.convert_tokens_to_ids("<|im_end|>") if "<|im_end|>" in tokenizer.get_vocab() \
-        else tokenizer.eos_token_id
+    vocab = tokenizer.get_vocab()
+    eos = next((vocab[t] for t in END_OF_TURN_TOKENS if t in vocab), tokenizer.eos_token_id)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     vocab_rows = model.get_output_embeddings().weight.shape[0]
     return Policy(model=model, processor=processor, blocked_tokens=blocked_token_mask(tokenizer, vocab_rows, eos),
@@ -94,13 +109,10 @@ def set_trainable(model: torch.nn.Module, language_model: bool = True, projector
     Uses `requires_grad_(False)` on each parameter: the official GPG code assigned
     `model.visual.requires_grad_ = False`, which replaces the method and freezes nothing."""
     counts = {"language_model": 0, "projector": 0, "vision_tower": 0}
+    wanted = {"language_model": language_model, "projector": projector, "vision_tower": vision_tower}
     for name, param in model.named_parameters():
-        if any(k in name for k in PROJECTOR_KEYS):
-            part, flag = "projector", projector
-        elif any(k in name for k in VISION_KEYS):
-            part, flag = "vision_tower", vision_tower
-        else:
-            part, flag = "language_model", language_model
+        part = model_part(name)
+        flag = wanted[part]
         param.requires_grad_(flag)
         counts[part] += param.numel() if flag else 0
     if not any(counts.values()):
