@@ -18,10 +18,16 @@ from .schema import Sample
 T = TypeVar("T")
 
 
+def closest(name: object, options: Iterable[str], cutoff: float = 0.5) -> str | None:
+    """The option closest to `name` (difflib's similarity ratio at least `cutoff`), or None."""
+    near = difflib.get_close_matches(str(name), [str(o) for o in options], n=1, cutoff=cutoff)
+    return near[0] if near else None
+
+
 def did_you_mean(name: object, options: Iterable[str], cutoff: float = 0.5) -> str:
     """' (did you mean 'y'?)' for the option closest to `name`, or '' when none is close."""
-    near = difflib.get_close_matches(str(name), [str(o) for o in options], n=1, cutoff=cutoff)
-    return f" (did you mean {near[0]!r}?)" if near else ""
+    near = closest(name, options, cutoff)
+    return f" (did you mean {near!r}?)" if near is not None else ""
 
 
 class UnknownName(KeyError, UserError):

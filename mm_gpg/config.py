@@ -1,19 +1,36 @@
 """Run configuration: dataclasses with a docstring per field, merged defaults -> YAML -> `key=value`.
 
-Unknown keys are errors that name the key and the nearest valid one; values are type-checked
-against the field's default type, so a typo never silently falls back to a default.
+The merging is OmegaConf's (structured configs over these dataclasses): a YAML file or an
+override merges mappings key by key (`rollout.vllm.enforce_eager=true` keeps the block's other
+keys), replaces lists and values, and addresses a list entry by position
+(`data.train[0].options.path=/data`). Every layer is first checked here, strictly: an unknown key
+is an error naming the key and the nearest valid one (same section first), and a value must have
+its field's type (`None` only where the field is Optional; YAML 1.2 numbers, so `1e-6` is a float).
+`validate` then checks ranges and relations. `mm-gpg config show` prints the result with each
+key's docstring. Suite files (eval/suite.py) are read with the same machinery.
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
+import functools
+import inspect
 import math
+import re
+import textwrap
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from data_prep.registry import did_you_mean
+from data_prep.registry import closest, did_you_mean
+
+from .sampling import SamplingParams
 
 
 class ConfigError(ValueError):
@@ -99,6 +116,11 @@ class RolloutConfig:
     """Prompts per generate call (bounds rollout memory)."""
     vllm: dict = field(default_factory=dict)
     """vLLM engine options (gpu_memory_utilization, max_model_len, dtype, enforce_eager)."""
+
+    def sampling_params(self, seed: int) -> SamplingParams:
+        """How a rollout samples: these keys as the engine's sampling type (n: `group_size`)."""
+        return SamplingParams(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
+                              max_new_tokens=self.max_new_tokens, seed=seed, n=self.group_size)
 
 
 @dataclass
@@ -207,7 +229,8 @@ class EvalConfig:
     suite_data_root: str | None = None
     """Folder holding local copies of the suite's benchmarks (`DIR/<name>`)."""
     suite_overrides: list = field(default_factory=list)
-    """Suite edits as KEY=VALUE strings (as `mm-gpg eval --set`)."""
+    """Suite edits as `key=value` strings, as on `mm-gpg eval`'s command line (e.g.
+    `defaults.sampling.max_new_tokens=64`, `mathvista.options.path=/data/MathVista`)."""
 
 
 @dataclass
@@ -257,55 +280,270 @@ class Config:
     only on a terminal: a log file keeps its periodic lines instead of bar redraws."""
 
 
-def _fields(cls) -> dict[str, dataclasses.Field]:
-    return {f.name: f for f in dataclasses.fields(cls)}
+def _get(config: Any, key: str) -> Any:
+    obj = config
+    for part in key.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
-def _all_keys(cls, prefix: str = "") -> list[str]:
+# ---------------------------------------------------------------------------------------------
+# The schema's types, docstrings and keys (also used for suite files, eval/suite.py)
+# ---------------------------------------------------------------------------------------------
+
+@functools.cache
+def _hints(cls) -> dict[str, Any]:
+    """Field name -> resolved type annotation (the module uses postponed annotations)."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    hints = typing.get_type_hints(cls)
+    return {name: hints[name] for name in names}
+
+
+def _optional(tp) -> tuple[Any, bool]:
+    """(the annotation without None, whether None is allowed): `int | None` -> (int, True)."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in typing.get_args(tp):
+        rest = [a for a in typing.get_args(tp) if a is not type(None)]
+        return (rest[0] if len(rest) == 1 else typing.Union[tuple(rest)]), True
+    return tp, False
+
+
+_TYPE_WORDS = {bool: "bool", int: "int", float: "float", str: "str", list: "list", dict: "mapping"}
+
+
+def _expects(tp) -> str:
+    base, optional = _optional(tp)
+    word = "mapping" if dataclasses.is_dataclass(base) else _TYPE_WORDS.get(base, getattr(base, "__name__", str(base)))
+    return word + (" or null" if optional else "")
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+@functools.cache
+def field_docs(cls) -> dict[str, str]:
+    """Field name -> its docstring (the string literal after the field in the class body)."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body
+    docs = {}
+    for stmt, nxt in zip(body, body[1:]):
+        if (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and isinstance(nxt, ast.Expr)
+                and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)):
+            docs[stmt.target.id] = inspect.cleandoc(nxt.value.value)
+    return docs
+
+
+def all_keys(cls, prefix: str = "") -> list[str]:
+    """Every dotted key of a dataclass schema, sections included, in declaration order."""
     keys = []
-    for name, f in _fields(cls).items():
+    for name, tp in _hints(cls).items():
         keys.append(prefix + name)
-        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        if dataclasses.is_dataclass(default):
-            keys += _all_keys(type(default), prefix + name + ".")
+        base, _ = _optional(tp)
+        if dataclasses.is_dataclass(base):
+            keys += all_keys(base, prefix + name + ".")
     return keys
 
 
-def _unknown(key: str, where: str) -> ConfigError:
-    return ConfigError(f"{where}: unknown config key {key!r}{did_you_mean(key, _all_keys(Config))}")
+def _initials(name: str) -> str:
+    return "".join(word[0] for word in name.split("_") if word)
 
 
-def _check_type(key: str, value: Any, default: Any, where: str) -> Any:
-    if default is None or value is None:
-        return value
-    if isinstance(default, bool):
+def nearest_key(leaf: str, section, prefix: str = "", root=None) -> str | None:
+    """The valid key a mistyped `prefix + leaf` most likely meant. The section it was typed in
+    comes first, compared by the leaf name alone (so `train.learning_rate` is near `train.lr`, not
+    the globally similar-looking `train.max_nonfinite`): a key that abbreviates the leaf by its
+    words' initials (learning_rate -> lr) or that the leaf abbreviates (mnt -> max_new_tokens),
+    then the closest spelling. Then the same leaf in another section of `root`, then the closest
+    full key anywhere."""
+    siblings = list(_hints(section))
+    for name in siblings:
+        if ("_" in leaf and _initials(leaf) == name) or ("_" in name and _initials(name) == leaf):
+            return prefix + name
+    near = closest(leaf, siblings, cutoff=0.6)
+    if near is not None:
+        return prefix + near
+    if root is None:
+        return None
+    everything = all_keys(root)
+    same_leaf = [k for k in everything if k.rpartition(".")[2] == leaf]
+    return same_leaf[0] if same_leaf else closest(prefix + leaf, everything, cutoff=0.6)
+
+
+def unknown_key_error(where: str, key: str, section, prefix: str = "", root=None, noun: str = "config key",
+                      list_valid: bool = False) -> ConfigError:
+    leaf = key[len(prefix):]
+    near = nearest_key(leaf, section, prefix, root)
+    text = f"{where}: unknown {noun} {key!r}" + (f" (did you mean {near!r}?)" if near else "")
+    if list_valid:
+        text += f"; valid keys: {list(_hints(section))}"
+    return ConfigError(text)
+
+
+# ---------------------------------------------------------------------------------------------
+# Strict checks of each layer (YAML file, override) before OmegaConf merges it
+# ---------------------------------------------------------------------------------------------
+# OmegaConf's own conversions are lenient ('8' -> 8, 3 -> True, 'yes' -> True); a typo must not
+# become a silently different value, so every layer is checked here first, strictly, with one
+# line naming the key; OmegaConf then does the merging (dicts key by key, lists replaced, list
+# entries addressed by index) and builds the dataclasses.
+
+def check_value(tp, value: Any, key: str, where: str, noun: str = "config key", root=None) -> Any:
+    """`value` if it has the annotated type `tp` (None only where the annotation allows it; an
+    int is accepted for a float and made one), else ConfigError naming `key`."""
+    base, optional = _optional(tp)
+    if value is None:
+        if optional:
+            return None
+        ok = False
+    elif dataclasses.is_dataclass(base):
+        if isinstance(value, dict):
+            check_mapping(base, value, where, key + ".", noun=noun, root=root)
+            return value
+        ok = False
+    elif base is bool:
         ok = isinstance(value, bool)
-    elif isinstance(default, float):
+    elif base is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         value = float(value) if ok else value
-    elif isinstance(default, int):
+    elif base is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
+    elif base in (str, list, dict):
+        ok = isinstance(value, base)
     else:
-        ok = isinstance(value, type(default))
+        ok = True
     if not ok:
-        raise ConfigError(f"{where}: key {key!r} expects {type(default).__name__}, got {value!r}")
+        raise ConfigError(f"{where}: key {key!r} expects {_expects(tp)}, got {_short(value)}")
     return value
 
 
-def _apply(obj: Any, data: dict, where: str, prefix: str = "") -> None:
+def check_mapping(section, data: Any, where: str, prefix: str = "", noun: str = "config key", root=None,
+                  list_valid: bool = False) -> dict:
+    """Check a mapping layer against the dataclass `section` in place (unknown keys, types)."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: {prefix.rstrip('.') or 'top level'} must be a mapping, got {data!r}")
-    fields = _fields(type(obj))
-    for key, value in data.items():
+        raise ConfigError(f"{where}: {prefix.rstrip('.') or 'top level'} must be a mapping, got {_short(data)}")
+    hints = _hints(section)
+    for key in list(data):
         dotted = prefix + str(key)
-        if key not in fields:
-            raise _unknown(dotted, where)
-        current = getattr(obj, key)
-        if dataclasses.is_dataclass(current):
-            _apply(current, value, where, dotted + ".")
-        else:
-            setattr(obj, key, _check_type(dotted, value, current, where))
+        if key not in hints:
+            raise unknown_key_error(where, dotted, section, prefix, root, noun, list_valid)
+        data[key] = check_value(hints[key], data[key], dotted, where, noun, root)
+    return data
 
+
+_KEY_PART = r"[^.\[\]\s=]+"
+_KEY = re.compile(rf"{_KEY_PART}(?:\[\d+\])*(?:\.{_KEY_PART}(?:\[\d+\])*)*")
+
+
+def split_key(key: str, where: str) -> list[str | int]:
+    """`data.train[0].options.path` -> ['data', 'train', 0, 'options', 'path']."""
+    if not _KEY.fullmatch(key):
+        raise ConfigError(f"{where}: malformed key {key!r}: expected dotted names with optional [index] "
+                          f"list positions, e.g. data.train[0].options.path")
+    return [int(m.group(2)) if m.group(2) is not None else m.group(1)
+            for m in re.finditer(rf"({_KEY_PART})|\[(\d+)\]", key)]
+
+
+def join_key(parts: list[str | int]) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else ("." if i else "") + p for i, p in enumerate(parts))
+
+
+def _escape(value: Any) -> Any:
+    """Values are literal: OmegaConf would read `${...}` in a string as an interpolation (a
+    prompt or a path may well contain it), so it is escaped before OmegaConf sees it."""
+    if isinstance(value, str):
+        return re.sub(r"(\\*)\$\{", lambda m: m.group(1) * 2 + "\\${", value)
+    if isinstance(value, dict):
+        return {k: _escape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_escape(v) for v in value]
+    return value
+
+
+def _omegaconf_error(where: str, exc: Exception) -> ConfigError:
+    key = getattr(exc, "full_key", None)
+    text = str(getattr(exc, "msg", None) or exc).splitlines()[0]
+    return ConfigError(f"{where}: " + (f"key {key!r}: " if key else "") + text)
+
+
+def schema_config(cls, base: Any = None) -> DictConfig:
+    """An OmegaConf structured config of the dataclass `cls` (its defaults), or of `base`, a
+    dataclass instance whose values are the defaults instead."""
+    cfg = OmegaConf.structured(cls if base is None else base)
+    OmegaConf.set_readonly(cfg, False)  # frozen dataclasses (SamplingParams) become read-only nodes
+    return cfg
+
+
+def merge_layer(cfg: DictConfig, section, data: Any, where: str, **check) -> DictConfig:
+    """`data` (a mapping, e.g. a YAML file) checked against `section`, then merged onto `cfg`:
+    mappings merge key by key, lists and values replace."""
+    check_mapping(section, data, where, **check)
+    try:
+        return OmegaConf.merge(cfg, _escape(data))
+    except OmegaConfBaseException as exc:
+        raise _omegaconf_error(where, exc) from None
+
+
+def set_key(cfg: DictConfig, section, key: str, value: Any, where: str, noun: str = "config key", root=None) -> None:
+    """One override: check `key` (dataclass fields, then list positions and mapping keys inside
+    list- and dict-valued settings) and `value`'s type, then set it on `cfg`; a mapping value
+    merges into a mapping setting, anything else replaces."""
+    parts = split_key(key, where)
+    node: Any = cfg
+    for i, part in enumerate(parts):
+        here, last = join_key(parts[:i + 1]), i == len(parts) - 1
+        above = join_key(parts[:i]) or "the top level"
+        if section is not None:  # a dataclass: `part` must be one of its fields
+            if isinstance(part, int):
+                raise ConfigError(f"{where}: {above!r} is not a list; [{part}] addresses a list entry")
+            hints = _hints(section)
+            if part not in hints:
+                prefix = join_key(parts[:i]) + "." if i else ""
+                raise unknown_key_error(where, here, section, prefix, root, noun)
+            if last:
+                value = check_value(hints[part], value, here, where, noun, root)
+                break
+            base, _ = _optional(hints[part])
+            if dataclasses.is_dataclass(base):
+                section = base
+            elif base in (list, dict) or base is Any:
+                section = None  # free-form from here on: checked by the owner's validation
+            else:
+                raise ConfigError(f"{where}: key {here!r} is a {_expects(hints[part])} setting, not a section, "
+                                  f"so it has no key {join_key(parts[i + 1:])!r}")
+            node = node[part]
+        elif isinstance(part, int):
+            if not isinstance(node, ListConfig):
+                raise ConfigError(f"{where}: {above!r} is not a list; [{part}] addresses a list entry")
+            if part >= len(node):
+                raise ConfigError(f"{where}: {above!r} has {len(node)} entr{'y' if len(node) == 1 else 'ies'}, "
+                                  f"so there is no [{part}]")
+            node = node[part]
+        else:
+            if isinstance(node, ListConfig):
+                raise ConfigError(f"{where}: {above!r} is a list: address an entry by position, e.g. "
+                                  f"{above}[0].{join_key(parts[i:])}")
+            if node is not None and not isinstance(node, DictConfig):
+                raise ConfigError(f"{where}: {above!r} is a value ({_short(node)}), not a mapping, so it has "
+                                  f"no key {part!r}")
+            node = node.get(part) if isinstance(node, DictConfig) else None
+    try:
+        OmegaConf.update(cfg, key, _escape(value), merge=True)
+    except OmegaConfBaseException as exc:
+        raise _omegaconf_error(where, exc) from None
+
+
+def build(cfg: DictConfig, where: str) -> Any:
+    """The dataclass instance `cfg` describes."""
+    try:
+        return OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as exc:
+        raise _omegaconf_error(where, exc) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# YAML reading, overrides, load_config
+# ---------------------------------------------------------------------------------------------
 
 MAX_YAML_NODES = 100_000
 """The most nodes a config document may hold once its aliases are expanded. A config is a few
@@ -315,12 +553,23 @@ MAX_YAML_DEPTH = 200
 """The deepest nesting a config document may have (PyYAML composes recursively)."""
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, which follows YAML 1.1, plus YAML 1.2's floats written without a
+    dot or without a sign in the exponent (`1e-6`, `5.0e7`, `2E3`): YAML 1.1 reads those as
+    strings, so `lr: 1e-6` would not be a number."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"), list("-+0123456789."))
+
+
 def safe_load_yaml(text: str, where: str, max_nodes: int = MAX_YAML_NODES) -> Any:
     """`yaml.safe_load` that refuses, with a ConfigError naming `where`, a document that expands
     through aliases to more than `max_nodes` nodes or nests deeper than MAX_YAML_DEPTH. The size
     is counted on the composed node graph (each alias costs its target's size) before anything is
     constructed, so the check itself never expands the document."""
-    loader = yaml.SafeLoader(text)
+    loader = _Loader(text)
     try:
         try:
             node = loader.get_single_node()
@@ -356,56 +605,48 @@ def safe_load_yaml(text: str, where: str, max_nodes: int = MAX_YAML_NODES) -> An
         loader.dispose()
 
 
-def parse_override(text: str) -> tuple[str, Any]:
+def parse_override(text: str, example: str = "train.lr=1e-4") -> tuple[str, Any]:
+    """`key=value` -> (key, value read as YAML 1.2: numbers, booleans, null, [lists], {maps})."""
     if "=" not in text:
-        raise ConfigError(f"override {text!r}: expected key=value (e.g. train.lr=1e-4)")
+        raise ConfigError(f"override {text!r}: expected key=value (e.g. {example})")
     key, raw = text.split("=", 1)
     try:
         value = safe_load_yaml(raw, f"override {text[:80]!r}") if raw.strip() else ""
     except yaml.YAMLError:
-        value = raw
-    if isinstance(value, str) and raw.strip():
-        # YAML 1.1 reads "1e-4" as a string; accept plain floats written that way.
-        try:
-            value = float(raw) if any(c in raw for c in ".eE") else value
-        except ValueError:
-            pass
+        value = raw  # not YAML (e.g. an unbalanced bracket in a path): the text itself
     return key.strip(), value
 
 
-def _nest(key: str, value: Any) -> dict:
-    out: Any = value
-    for part in reversed(key.split(".")):
-        out = {part: out}
-    return out
+def read_yaml_file(path: Path) -> Any:
+    """A YAML file's document (with the alias and depth caps), or ConfigError naming the file."""
+    try:
+        return safe_load_yaml(path.read_text(encoding="utf-8"), str(path))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a config file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
-    """defaults -> YAML file -> `key=value` overrides."""
-    config = Config()
+def load_config(path: str | Path | None = None, overrides: list[str] = (), *, check: bool = True) -> Config:
+    """defaults -> YAML file -> `key=value` overrides, through OmegaConf structured configs over
+    the dataclasses above; then `validate` (unless `check` is off: `mm-gpg config show` prints
+    a config even when a value is out of range)."""
+    cfg = schema_config(Config)
     if path is not None:
         path = Path(path)
-        try:
-            data = safe_load_yaml(path.read_text(encoding="utf-8"), str(path)) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found") from None
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
-        _apply(config, data, str(path))
+        data = read_yaml_file(path)
+        cfg = merge_layer(cfg, Config, {} if data is None else data, str(path), root=Config)
     for item in overrides:
         key, value = parse_override(item)
-        _apply(config, _nest(key, value), f"override {item!r}")
-    validate(config)
+        set_key(cfg, Config, key, value, f"override {item!r}", root=Config)
+    config = build(cfg, "config")
+    if check:
+        validate(config)
     return config
-
-
-def _get(config: Config, key: str) -> Any:
-    obj = config
-    for part in key.split("."):
-        obj = getattr(obj, part)
-    return obj
 
 
 # Ranges of the numeric settings: key -> (low, high, low included, high included); None: unbounded.

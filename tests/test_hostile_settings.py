@@ -151,7 +151,7 @@ def test_valid_settings_pass_the_check():
 def test_score_refuses_an_infinite_timeout(tmp_path, capsys):
     src = tmp_path / "in.jsonl"
     src.write_text('{"response": "1", "answer": "1"}\n')
-    assert main(["score", "--verifier", "auto", "--input", str(src), "--output", str(tmp_path / "o.jsonl"),
+    assert main(["score", str(src), "--verifier", "auto", "--output", str(tmp_path / "o.jsonl"),
                  "--timeout", "inf"]) == 2
     err = capsys.readouterr().err
     assert "--timeout" in err and len(err.splitlines()) == 1 and not (tmp_path / "o.jsonl").exists()

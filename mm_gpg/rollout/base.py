@@ -10,17 +10,7 @@ import torch
 
 from data_prep.registry import Registry
 
-
-@dataclass(frozen=True)
-class SamplingParams:
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    """0 disables top-k, so samples come from the policy's true distribution."""
-    max_new_tokens: int = 32
-    greedy: bool = False
-    seed: int = 0
-    """Seeds this call's sampling, so a resumed run draws the same completions."""
+from ..sampling import SamplingParams  # the one sampling type (re-exported here)
 
 
 @dataclass
