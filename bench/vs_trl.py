@@ -64,7 +64,7 @@ def work_overrides(spec: dict) -> list[str]:
 def draw_samples(spec: dict) -> list:
     """The prompts our trainer draws, in its order: steps x B from the config's training mixture."""
     from bench._common import load_bench_config
-    from mm_gpg.trainer import build_mixture
+    from data_prep.mixture import build_mixture
 
     config = load_bench_config(spec["config"], work_overrides(spec))
     mixture = build_mixture(config.data.train, seed=config.train.seed)

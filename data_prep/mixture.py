@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from .registry import load_source
 from .schema import Sample
 
 
@@ -155,3 +156,15 @@ def shard(items: list, rank: int, world_size: int) -> list:
         raise ValueError(f"global batch of {len(items)} does not divide over {world_size} ranks")
     per = len(items) // world_size
     return items[rank * per:(rank + 1) * per]
+
+
+def build_mixture(entries: list[dict], seed: int) -> Mixture:
+    """The mixture a config's source list describes (`data.train`: {source, weight, options,
+    name}): each source loaded through the registry and named by `name`, or `source#index` (two
+    entries of one source with different options stay two sources)."""
+    sources, weights = {}, {}
+    for i, entry in enumerate(entries):
+        name = entry.get("name") or f"{entry['source']}#{i}"
+        sources[name] = load_source(entry["source"], **entry.get("options", {}))
+        weights[name] = float(entry.get("weight", 1.0))
+    return Mixture(sources, weights, seed=seed)

@@ -13,7 +13,7 @@ invalid (A = 0); alpha = n_groups / n_valid over the global batch; the loss is
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
@@ -21,6 +21,9 @@ import torch
 from data_prep.registry import Registry
 
 VALID_GROUP_STD = 1e-6
+
+SCALE_REWARDS = ("none", "std")
+"""What `scale_rewards` may be: centred rewards as they are, or divided by the group's std."""
 
 
 ADVANTAGES: Registry = Registry("advantage estimator")
@@ -42,8 +45,8 @@ def group_mean_advantages(rewards: torch.Tensor, scale_rewards: str = "none") ->
     """[B, G] -> [B, G]: r - mean(group), optionally divided by the group's std (`std`).
 
     Invalid groups get exactly 0 (and no 0/0 when scaling)."""
-    if scale_rewards not in ("none", "std"):
-        raise ValueError(f"scale_rewards must be 'none' or 'std', got {scale_rewards!r}")
+    if scale_rewards not in SCALE_REWARDS:
+        raise ValueError(f"scale_rewards must be one of {SCALE_REWARDS}, got {scale_rewards!r}")
     rewards = rewards.float()
     centred = rewards - rewards.mean(dim=1, keepdim=True)
     valid = valid_groups(rewards)
@@ -154,6 +157,21 @@ for _name, _algo in {
     ALGORITHMS.register(_name)(_algo)
 
 
+def resolve_algorithm(name: str, *, scale_rewards: str | None = None, aggregation: str | None = None) -> Algorithm:
+    """The algorithm a run trains with: the registry's entry for `name` with the config's overrides
+    (`algorithm.scale_rewards`, `algorithm.aggregation`; None keeps the entry's own) put in it.
+
+    The one place the overrides are resolved: the trainer's update, its rollout log and the loss
+    read `scale_rewards` and `aggregation` from the result, never from the config."""
+    algorithm = ALGORITHMS.get(name)
+    if scale_rewards is not None and scale_rewards not in SCALE_REWARDS:
+        raise ValueError(f"scale_rewards must be one of {SCALE_REWARDS}, got {scale_rewards!r}")
+    if aggregation is not None:
+        AGGREGATIONS.get(aggregation)  # the standard "unknown name, supported" error
+    return replace(algorithm, scale_rewards=scale_rewards or algorithm.scale_rewards,
+                   aggregation=aggregation or algorithm.aggregation)
+
+
 def policy_loss(algorithm: Algorithm, logprobs: torch.Tensor, mask: torch.Tensor, advantages: torch.Tensor,
                 *, normalizer: float, alpha: float = 1.0, aggregation: str | None = None,
                 clip_eps: float = 0.2, old_logprobs: torch.Tensor | None = None,
@@ -161,7 +179,8 @@ def policy_loss(algorithm: Algorithm, logprobs: torch.Tensor, mask: torch.Tensor
     """The scalar loss of one micro-batch.
 
     logprobs, mask, old/ref_logprobs: [N, T]; advantages: [N]; mask is 1 on completion tokens.
-    alpha multiplies the loss only for algorithms with `uses_alpha`.
+    alpha multiplies the loss only for algorithms with `uses_alpha`. `aggregation` defaults to the
+    algorithm's own (a `resolve_algorithm` result already holds the config's override).
     """
     mask = mask.to(logprobs.dtype)
     token_loss = POLICY_LOSSES.get(algorithm.policy_loss)(logprobs, advantages, old_logprobs, clip_eps)

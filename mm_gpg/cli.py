@@ -37,8 +37,7 @@ def train_command(args) -> int:
         return 0
     configure_environment(config.model.device)
     from data_prep.registry import load_source
-    from eval.heldout import HeldoutEvaluator
-    from eval.suite import SuiteEvaluator, chain_evaluators
+    from eval.in_training import HeldoutEvaluator, SuiteEvaluator, chain_evaluators
     from mm_gpg.distributed import init_distributed
     from mm_gpg.learner import Learner
     from mm_gpg.policy import load_policy

@@ -46,10 +46,9 @@ from typing import Callable
 
 import torch
 
-from data_prep.mixture import Mixture, shard
-from data_prep.registry import load_source
+from data_prep.mixture import build_mixture, shard
 
-from .algorithms import (ADVANTAGES, ALGORITHMS, Algorithm, aggregation_normalizer, correction_factor,
+from .algorithms import (ADVANTAGES, Algorithm, aggregation_normalizer, correction_factor, resolve_algorithm,
                          valid_groups)
 from .checkpoint import (NonFiniteError, checkpoint_root, load_checkpoint, resolve_resume, restore_rng,
                          save_checkpoint, save_hf)
@@ -100,15 +99,6 @@ class TrainState:
     """Steps whose update was skipped as non-finite (the most recent ones)."""
     first_eval: dict = field(default_factory=dict)
     """The evaluation before training, reported as "before" by a resumed run too."""
-
-
-def build_mixture(entries: list[dict], seed: int) -> Mixture:
-    sources, weights = {}, {}
-    for i, entry in enumerate(entries):
-        name = entry.get("name") or f"{entry['source']}#{i}"
-        sources[name] = load_source(entry["source"], **entry.get("options", {}))
-        weights[name] = float(entry.get("weight", 1.0))
-    return Mixture(sources, weights, seed=seed)
 
 
 def sampling_seed(seed: int, step: int, draw: int, rank: int) -> int:
@@ -257,7 +247,9 @@ class Trainer:
         self.eval_answers = eval_answers
         """After an evaluation: this rank's (prompt, completions, reward results) per problem, in
         the order problems rank, rank + world, ... (HeldoutEvaluator.answers); saved as rollouts."""
-        self.algorithm: Algorithm = ALGORITHMS.get(config.algorithm.name)
+        a = config.algorithm
+        self.algorithm: Algorithm = resolve_algorithm(a.name, scale_rewards=a.scale_rewards, aggregation=a.aggregation)
+        """The registry's entry with the config's overrides in it (scale_rewards, aggregation)."""
         self.mixture = build_mixture(config.data.train, seed=config.train.seed)
         self.state = TrainState()
         if config.train.prompts_per_step % dist.world_size:
@@ -412,14 +404,12 @@ class Trainer:
                     "entropy": float("nan"), "lr": self.learner.lr, "tokens": n_tokens,
                     "nonfinite/skipped": 0.0, "update/no_valid_group": 1.0}
         alpha = correction_factor(int(n_valid), n_global) if algo.uses_alpha else 1.0
-        aggregation = cfg.algorithm.aggregation or algo.aggregation
-        normalizer = aggregation_normalizer(aggregation, int(n_tokens), n_global * cfg.rollout.group_size,
+        normalizer = aggregation_normalizer(algo.aggregation, int(n_tokens), n_global * cfg.rollout.group_size,
                                             cfg.rollout.max_new_tokens)
         rewards = torch.stack([g.rewards for g in batch])
-        advantages = ADVANTAGES.get(algo.advantage)(rewards, scale_rewards=cfg.algorithm.scale_rewards
-                                                    or algo.scale_rewards)
+        advantages = ADVANTAGES.get(algo.advantage)(rewards, scale_rewards=algo.scale_rewards)
         result = self.learner.step(algo, [g.prompt for g in batch], [g.completions for g in batch], advantages,
-                                   alpha=alpha, normalizer=normalizer, aggregation=aggregation,
+                                   alpha=alpha, normalizer=normalizer, aggregation=algo.aggregation,
                                    clip_eps=cfg.algorithm.clip_eps)
         loss, entropy = self.dist.sum([result.loss, result.entropy * tokens])
         return {"groups/valid_fraction": n_valid / n_global, "alpha": alpha, "loss": loss,
@@ -447,10 +437,9 @@ class Trainer:
         one process would have drawn them (draw, rank, position), as the batch plan orders them."""
         cfg, algo = self.config, self.algorithm
         advantage = ADVANTAGES.get(algo.advantage)
-        scale = cfg.algorithm.scale_rewards or algo.scale_rewards
         thumbs: dict = {}
         mine = [(g.draw, self.dist.rank, i,
-                 group_record(g, advantage(g.rewards[None], scale_rewards=scale)[0].tolist(),
+                 group_record(g, advantage(g.rewards[None], scale_rewards=algo.scale_rewards)[0].tolist(),
                               in_batch=i in self._in_batch, index=0, thumbs=thumbs,
                               max_px=cfg.logging.thumbnail_px))
                 for i, g in enumerate(sampled)]

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from data_prep.mixture import build_mixture
+
 from .config import Config
 from .device import module_device
 from .distributed import Dist
@@ -48,8 +50,6 @@ def run_warmstart(config: Config, policy: Policy, dist: Dist, log=print) -> None
     """Fit `policy.model` in place on gold answers for `config.warmstart.steps` steps.
 
     Every rank runs the same deterministic steps on the same data, so all ranks end identical."""
-    from .trainer import build_mixture
-
     ws, data = config.warmstart, config.data
     torch.manual_seed(config.train.seed)
     mixture = build_mixture(data.train, seed=config.train.seed + 7919)  # not the RL stream's order

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from mm_gpg.algorithms import (ADVANTAGES, ALGORITHMS, AGGREGATIONS, POLICY_LOSSES, aggregation_normalizer,
-                               correction_factor, group_mean_advantages, kl_k3, policy_loss, valid_groups)
+                               correction_factor, group_mean_advantages, kl_k3, policy_loss, resolve_algorithm,
+                               valid_groups)
 from mm_gpg.trainer import Group, assemble_batch
 
 GPG = ALGORITHMS.get("gpg")
@@ -182,6 +183,21 @@ def test_unknown_name_lists_supported(registry):
 def test_unknown_algorithm_suggests_nearest():
     with pytest.raises(KeyError, match="did you mean 'gpg'"):
         ALGORITHMS.get("gpgg")
+
+
+def test_resolve_algorithm_puts_the_config_overrides_in_the_registry_entry():
+    # No override: the entry itself (grpo: std-scaled advantages, per-sequence mean).
+    assert resolve_algorithm("grpo") == ALGORITHMS.get("grpo")
+    grpo = resolve_algorithm("grpo", scale_rewards="none", aggregation="token_mean")
+    assert (grpo.scale_rewards, grpo.aggregation) == ("none", "token_mean")
+    assert (grpo.policy_loss, grpo.uses_alpha, grpo.kl) == ("clipped", False, True)  # the rest is grpo's
+    gpg = resolve_algorithm("gpg", scale_rewards="std")
+    assert (gpg.scale_rewards, gpg.aggregation, gpg.uses_alpha) == ("std", "token_mean", True)
+    assert ALGORITHMS.get("gpg").scale_rewards == "none"  # the registry entry is not changed
+    with pytest.raises(ValueError, match="scale_rewards must be one of"):
+        resolve_algorithm("gpg", scale_rewards="mad")
+    with pytest.raises(KeyError, match="did you mean 'seq_mean'"):
+        resolve_algorithm("gpg", aggregation="seq_man")
 
 
 def test_assemble_batch_puts_valid_groups_first():

@@ -52,14 +52,14 @@ def uneven_stops(dist, model_dir, out_dir, zero_stage: int) -> dict:
     import torch
 
     from data_prep.registry import load_source
-    from eval.heldout import HeldoutEvaluator
-    from eval.suite import SuiteEvaluator, chain_evaluators
+    from eval.in_training import HeldoutEvaluator, SuiteEvaluator, chain_evaluators
     from mm_gpg.config import Config
     from mm_gpg.learner import Learner
     from mm_gpg.policy import load_policy
     from mm_gpg.prompting import encode_prompts
     from mm_gpg.rollout import SamplingParams, build_engine
-    from mm_gpg.trainer import Trainer, build_mixture
+    from data_prep.mixture import build_mixture
+    from mm_gpg.trainer import Trainer
     from rewards import build_scorer
 
     config = Config()

@@ -76,7 +76,7 @@ def test_a_learner_step_and_rollouts_on_the_device(device, tiny_model_dir, dist)
 
 
 def test_heldout_evaluation_on_the_device(device, tiny_model_dir, dist):
-    from eval.heldout import HeldoutEvaluator
+    from eval.in_training import HeldoutEvaluator
     from mm_gpg.policy import load_policy
     from mm_gpg.rollout import build_engine
     from rewards import build_scorer

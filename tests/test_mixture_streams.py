@@ -130,7 +130,7 @@ def test_geometry3k_geoqa_clevr_mixture_from_config_entries(tmp_path):
     hub.write_clevr(f"{root}/clevr_cogen_a_train", hub.clevr_rows(5))
     entries = yaml.safe_load(GEO_CLEVR_TRAIN.replace("{root}", root))["data"]["train"]
     sources, weights = {}, {}
-    for i, entry in enumerate(entries):  # as mm_gpg.trainer.build_mixture does
+    for i, entry in enumerate(entries):  # as data_prep.mixture.build_mixture does
         name = entry.get("name") or f"{entry['source']}#{i}"
         sources[name] = load_source(entry["source"], cache_dir=str(tmp_path / "cache"), **entry["options"])
         weights[name] = float(entry.get("weight", 1.0))
