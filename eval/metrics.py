@@ -102,3 +102,51 @@ def summarize(records: list[dict], *, categories: list[str], k: int, n_boot: int
               for value, group in category_values(records, key).items()}
         for key in categories}
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Benchmark-specific overall scores, keyed by source name: what a benchmark's own evaluation
+# reports besides the plain accuracy over all its questions.
+
+CV_BENCH_SOURCES_2D = ("ADE20K", "COCO")
+CV_BENCH_SOURCES_3D = ("Omni3D",)
+
+
+def _mean_or_none(values: list) -> float | None:
+    return float(np.mean(values)) if values else None
+
+
+def _rounded(x: float | None) -> float | None:
+    return None if x is None else _round(x)
+
+
+def cv_bench_overall(records: list[dict]) -> dict:
+    """CV-Bench's overall score as its release computes it, from records carrying the categories
+    `source` and `task` (the cv_bench suite entry breaks down by both).
+
+    2D accuracy = mean of the ADE20K and the COCO accuracies; 3D accuracy = the Omni3D accuracy;
+    overall = mean of 2D and 3D (so each source weighs by its role, not by its number of questions).
+    `all_questions` is the plain mean over every question, which is the "Total" that
+    VisualThinker-R1-Zero's evaluation (and the GPG paper's CV-Bench table) reports. `per_task`
+    holds the four task accuracies that table shows (Count, Relation, Depth, Distance).
+    A part whose questions are all absent is None, and so is anything computed from it.
+    """
+    def accuracy_where(key: str, value: str) -> float | None:
+        return _mean_or_none([r["score"] for r in records if r.get("categories", {}).get(key) == value])
+
+    per_source = {s: accuracy_where("source", s) for s in CV_BENCH_SOURCES_2D + CV_BENCH_SOURCES_3D}
+    tasks = sorted({r["categories"]["task"] for r in records if r.get("categories", {}).get("task")})
+    two_d = [per_source[s] for s in CV_BENCH_SOURCES_2D]
+    three_d = [per_source[s] for s in CV_BENCH_SOURCES_3D]
+    accuracy_2d = None if None in two_d else float(np.mean(two_d))
+    accuracy_3d = None if None in three_d else float(np.mean(three_d))
+    overall = None if accuracy_2d is None or accuracy_3d is None else (accuracy_2d + accuracy_3d) / 2
+    return {"overall": _rounded(overall), "accuracy_2d": _rounded(accuracy_2d), "accuracy_3d": _rounded(accuracy_3d),
+            "per_source": {s: _rounded(a) for s, a in per_source.items()},
+            "per_task": {t: _rounded(accuracy_where("task", t)) for t in tasks},
+            "all_questions": _rounded(_mean_or_none([r["score"] for r in records]))}
+
+
+OFFICIAL_OVERALL = {"cv_bench": cv_bench_overall}
+"""{source name: records -> that benchmark's own overall scores}, added to its report entry as
+`official`."""

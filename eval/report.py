@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from .metrics import N_BOOT, summarize
+from .metrics import N_BOOT, OFFICIAL_OVERALL, summarize
 
 REPORT_FORMAT = "mm-gpg-eval-report/1"
 
@@ -37,6 +37,8 @@ def build_report(suite, *, model: str, seed: int, records: list[dict], failed: d
         if b.name not in failed or recs:
             entry.update(summarize(recs, categories=b.categories, k=b.sampling.n, n_boot=n_boot, seed=seed,
                                    name=b.name))
+            if b.source in OFFICIAL_OVERALL:  # the benchmark's own overall (CV-Bench: by source)
+                entry["official"] = OFFICIAL_OVERALL[b.source](recs)
             if recs and entry["accuracy"] is not None and b.name not in failed:
                 accuracies.append(entry["accuracy"])
         entry["predictions"] = recs
@@ -151,6 +153,12 @@ def _benchmark_lines(name: str, e: dict, markdown: bool) -> list[str]:
     lines.append(head + ("  " if markdown else ""))
     for note in notes:
         lines.append(("- " if markdown else "  note: ") + note)
+    if e.get("official"):
+        o = e["official"]
+        parts = [f"overall {pct(o['overall'])} (2D {pct(o.get('accuracy_2d'))}, 3D {pct(o.get('accuracy_3d'))})",
+                 f"all questions {pct(o.get('all_questions'))}"]
+        parts += [f"{task} {pct(v)}" for task, v in o.get("per_task", {}).items()]
+        lines.append(("- " if markdown else "  ") + "official scores: " + ", ".join(parts))
     for key in e.get("categories", {}):
         if not e["categories"][key]:
             continue

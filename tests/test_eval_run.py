@@ -21,10 +21,10 @@ from data_prep.registry import register_source
 from data_prep.schema import Sample
 from data_prep.synthetic import SyntheticTask
 from eval.cli import main
-from eval.in_training import SuiteEvaluator, chain_evaluators
 from eval.runner import PREDICTIONS, REPORT_JSON, REPORT_MD, STALL_ENV, SuiteRun
-from eval.suite import load_suite
+from eval.suite import SuiteEvaluator, chain_evaluators, load_suite
 from fixtures_data import hub
+from fixtures_data.sat_cvbench import write_cvbench
 from mm_gpg.distributed import Dist
 from mm_gpg.rollout import Completion
 
@@ -49,6 +49,7 @@ def data_root(tmp_path_factory):
     hub.write_vqav2(str(root / "vqav2"))
     hub.write_scienceqa(str(root / "scienceqa"))
     hub.write_mmmu(str(root / "mmmu"))
+    write_cvbench(str(root / "cv_bench"))
     return root
 
 
@@ -174,7 +175,7 @@ def test_cross_modal_suite_on_fixtures_with_the_tiny_model(tiny_model_dir, data_
                  "--cache-dir", cache, "--limit", "1", "--max-new-tokens", "4", "--batch-size", "2",
                  "--workers", "0", "--bootstrap", "100", "--output", str(out), "--quiet"]) == 0
     report = json.loads((out / REPORT_JSON).read_text())
-    assert report["summary"]["failed"] == [] and report["summary"]["benchmarks"] == 9
+    assert report["summary"]["failed"] == [] and report["summary"]["benchmarks"] == 10
     for name, e in report["benchmarks"].items():
         assert e["status"] == "ok" and e["n"] == 1 and e["errors"] == 0, (name, e.get("error"))
         assert e["verifier"] == {"name": "accuracy", "mode": "official"}
@@ -191,7 +192,7 @@ def test_cross_modal_official_rules_end_to_end(policy, data_root, cache, tmp_pat
     report, code = oracle_run(suite, tmp_path / "oracle", policy, OracleEngine(), cache_dir=cache)
     assert code == 0
     sizes = {"geometry3k": 4, "mathvista": 4, "mathverse": 4, "geoqa": 3, "superclevr": 3, "chartqa": 3,
-             "vqav2": 3, "scienceqa": 2, "mmmu": 3}
+             "vqav2": 3, "scienceqa": 2, "mmmu": 3, "cv_bench": 6}
     for name, e in report["benchmarks"].items():
         assert (e["n"], e["accuracy"], e["parse_failures"], e["errors"]) == (sizes[name], 1.0, 0, 0), name
     routes = {name: {v for p in e["predictions"] for v in p["verifiers"]} for name, e in report["benchmarks"].items()}
@@ -205,6 +206,8 @@ def test_cross_modal_official_rules_end_to_end(policy, data_root, cache, tmp_pat
     assert cats["mathvista"]["skills"]["numeric commonsense"]["n"] == 1
     assert set(cats["chartqa"]["human_or_machine"]) == {"human", "machine"}
     assert set(cats["mmmu"]["question_type"]) == {"multiple-choice", "open"} and set(cats["mmmu"]["subject"]) == {"Art"}
+    assert routes["cv_bench"] == {"multiple_choice"} and set(cats["cv_bench"]["source"]) == {"ADE20K", "COCO", "Omni3D"}
+    assert report["benchmarks"]["cv_bench"]["official"]["overall"] == 1.0  # CV-Bench's own overall, all right
 
 
 def test_a_missing_source_and_crashing_samples_do_not_lose_the_run(policy, data_root, cache, tmp_path):

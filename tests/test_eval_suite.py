@@ -27,7 +27,7 @@ def test_builtin_suites_load_and_cover_the_issue():
     assert {"synthetic", "cross_modal"} <= set(suite_names())
     cm = load_suite("cross_modal")
     assert [b.name for b in cm.benchmarks] == ["geometry3k", "mathvista", "mathverse", "geoqa", "superclevr",
-                                              "chartqa", "vqav2", "scienceqa", "mmmu"]
+                                              "chartqa", "vqav2", "scienceqa", "mmmu", "cv_bench"]
     by = {b.name: b for b in cm.benchmarks}
     assert by["mathverse"].options["versions"] == ["Text Dominant", "Text Lite", "Vision Intensive",
                                                    "Vision Dominant", "Vision Only"]

@@ -393,7 +393,10 @@ def write_data_root(root: str) -> dict[str, int]:
     | vqav2 | `data/validation-0000k-of-00003-<hash>.parquet`, `data/testdev-...` |
     | scienceqa | config folders `ScienceQA-IMG/{train,validation,test}-...`, `ScienceQA-FULL/test-...` |
     | mmmu | subject folders `Art/`, `Math/`, each `{dev,validation,test}-00000-of-00001.parquet` |
+    | cv_bench | flat: `test.parquet`, `test_2d.parquet` (the hub's 2D-only copy, not read for `test`) |
     """
+    from .sat_cvbench import write_cvbench  # that module builds on this one's helpers
+
     def at(name: str) -> str:
         return os.path.join(root, name)
 
@@ -433,5 +436,6 @@ def write_data_root(root: str) -> dict[str, int]:
         for split in ("dev", "test"):
             other = [{**row, "id": row["id"].replace("validation_", f"{split}_")} for row in rows[:1]]
             _write(other, MMMU_FEATURES, _hub_file(at("mmmu"), split, subject))
+    write_cvbench(at("cv_bench"))
     return {"geometry3k": 4, "mathvista": 4, "mathverse": 4, "geoqa": 3, "superclevr": 3, "chartqa": 3,
-            "vqav2": 3, "scienceqa": 2, "mmmu": 6}
+            "vqav2": 3, "scienceqa": 2, "mmmu": 6, "cv_bench": 6}
