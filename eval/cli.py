@@ -3,7 +3,7 @@
     mm-gpg eval --model PATH_OR_HUB_ID --suite synthetic|cross_modal|file.yaml [--output DIR]
                 [--resume | --overwrite] [--limit N] [--seed S] [--data-root DIR]
                 [--benchmarks a,b] [--set KEY=VALUE ...] [--max-new-tokens N] [--n K]
-    mm-gpg eval score --benchmark NAME --predictions preds.jsonl --output scored.jsonl
+    mm-gpg eval score ...    (the same command as `mm-gpg score`)
     mm-gpg eval compare A/report.json B/report.json [--output diff.md|diff.json]
     mm-gpg eval suites
 
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "score":
         from .score import main as score_main
-        return score_main(argv[1:])
+        return score_main(argv[1:], prog="mm-gpg eval score")
     if argv and argv[0] == "compare":
         return compare_main(argv[1:])
     if argv and argv[0] == "suites":

@@ -1,74 +1,240 @@
-"""`mm-gpg eval score --benchmark NAME --predictions preds.jsonl --output scored.jsonl`.
+"""`mm-gpg score`: score a JSONL file of model outputs with the verifiers' rules.
 
-Scores another system's predictions with our official-mode rules. Each input line is a
-`response` plus the benchmark record's own fields (as the hub dataset has them); each output line
-is the input plus `score` (0..1), `components`, `verifier`, `extraction`, `parse_failure`,
-`timeout` (and `error` when the verifier raised); an input field of the same name is kept and the
-score field goes to `scoring_<name>` (MathVista records have their own `extraction`); both rules
-are `mm-gpg score`'s (`rewards.cli.scored_record`). A summary with a bootstrap interval, broken
-down by the benchmark's categories where the record carries them, is printed.
+    mm-gpg score INPUT.jsonl [-o OUT.jsonl] [--benchmark NAME] [--verifier NAME|auto]
+                 [--mode official|lenient] [--on-bad-line error|skip]
+                 [--timeout S] [--workers N] [--bootstrap N] [--seed S]
 
-The scoring itself is `mm-gpg score` (`rewards.cli`, which maps records with `rewards.records`):
-- VQAv2, ChartQA, MathVista, MMMU, ScienceQA records go to it as they are, with the benchmark's
-  verifier (`vqa`, `relaxed`, `mathvista`, `mmmu`, `scienceqa`).
-- Geometry3K, MathVerse, GeoQA, SuperCLEVR and CLEVR-count records are first read by their
-  `data_prep` adapter (the same code that reads them for a suite run) and given our generic
-  fields (`answer`, `answer_type`, `choices`, `task`), which route them to the same verifier a
-  suite run uses (`math`, `multiple_choice`, `numeric`); the output lines carry the original
-  record, not those fields.
+`mm-gpg eval score` is the same command. Each input line is one JSON object holding the model's
+`response` (a string) and the problem:
+- with `--benchmark NAME`: the benchmark's raw record, with the field names of its hub copy, read by
+  that benchmark's adapter (`data_prep.adapters.record_to_sample`, the code that reads it for
+  training and evaluation);
+- without: a Sample in our own schema: `answer` (required), `answer_type` (default
+  `multiple_choice` when there are `choices`, else `text`), `choices`, `task`, `meta`, `id`,
+  `question`; other fields are kept in the output and not read.
+
+`--verifier` names the rule; the default, `auto`, routes each sample by its task, then its answer
+type (a benchmark's samples get the benchmark's official rule). `--mode official` (the default)
+scores as the benchmark's own code does, so numbers compare with published ones. The scoring is
+`rewards.score_samples`: worker processes, each call under the `--timeout` limit.
+
+Each output line is the input line plus `score` (0..1), `components`, `verifier`, `extraction` (the
+rule that found the answer), `parse_failure` and `timeout` (and `error` when the verifier raised).
+The input's own fields are never overwritten, `score` excepted: a field whose name the input
+already uses (MathVista's own `extraction`, the GPT step's answer) is written as
+`scoring_<name>`. The output (default: INPUT with `.jsonl` replaced by `.scored.jsonl`) is written
+atomically. A summary (accuracy with a bootstrap interval, and for a benchmark a table per category
+of the `cross_modal` suite) goes to stdout.
+
+A malformed line (invalid UTF-8 or JSON, nesting deeper than 64 levels, a lone surrogate escape, a
+missing or wrong field) stops the run before anything is scored, with a one-line error naming the
+line and field and exit status 2; with `--on-bad-line skip` it is left out with a warning.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
+import math
 import os
 import sys
-import tempfile
-from pathlib import Path
+from collections import deque
+from collections.abc import Iterator
+
+from data_prep.errors import USER_ERRORS, DataError, debug_enabled, error_line
+from data_prep.files import atomic_write
+from data_prep.schema import ANSWER_TYPES, BadRecord, Sample
 
 from .metrics import N_BOOT, summarize
-from data_prep.files import write_text_atomic
-
 from .report import _table, category_rows, ci_text, pct
 
-RECORD_BENCHMARKS = {"vqav2": "vqa", "chartqa": "relaxed", "mathvista": "mathvista", "mmmu": "mmmu",
-                     "scienceqa": "scienceqa"}
-ADAPTER_BENCHMARKS = ("geometry3k", "mathverse", "geoqa", "superclevr", "clevr_count")
-BENCHMARKS = tuple(RECORD_BENCHMARKS) + ADAPTER_BENCHMARKS + ("generic",)
-_META_KEYS = ("precision", "unit", "answers", "labels", "rel_tol")
+PROG = "mm-gpg score"
+MODES = ("official", "lenient")
+ON_BAD_LINE = ("error", "skip")
+MAX_DEPTH = 64
+"""Deepest JSON nesting an input line may have (benchmark records nest two or three levels)."""
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mm-gpg eval score", description=__doc__.split("\n\n")[0])
-    p.add_argument("--benchmark", required=True, choices=BENCHMARKS,
-                   help="whose rule and record schema ('generic': our own field names, routed per line)")
-    p.add_argument("--predictions", required=True, help="input JSONL: response + the benchmark record's fields")
-    p.add_argument("--output", required=True, help="output JSONL (written atomically)")
-    p.add_argument("--mode", choices=("official", "lenient"), default="official",
-                   help="the verifiers' mode (default: official)")
-    p.add_argument("--timeout", type=float, default=5.0, help="seconds per verifier call")
+class BadLine(DataError):
+    """An input line that cannot be scored; the message names the line and the field."""
+
+    def __init__(self, line: int, field: str, message: str):
+        self.line, self.field = line, field
+        super().__init__(f"line {line}: field {field!r}: {message}")
+
+
+def _parser(prog: str = PROG) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0].split(": ", 1)[1])
+    p.add_argument("input", metavar="INPUT.jsonl", help="one JSON object a line: `response` plus the problem")
+    p.add_argument("-o", "--output", help="output JSONL (default: INPUT with .jsonl -> .scored.jsonl)")
+    p.add_argument("--benchmark", metavar="NAME",
+                   help="lines are NAME's raw records (a data source adapter: vqav2, mathvista, ...); "
+                        "default: lines are Samples in our own schema")
+    p.add_argument("--verifier", default="auto", metavar="NAME|auto",
+                   help="a registered verifier, or 'auto' (default): each sample routed by task, then answer type")
+    p.add_argument("--mode", choices=MODES, default="official", help="the verifiers' mode (default: official)")
+    p.add_argument("--on-bad-line", choices=ON_BAD_LINE, default="error",
+                   help="a malformed line: stop with an error naming it (default), or skip it with a warning")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds per verifier call (default 5)")
     p.add_argument("--workers", type=int, default=2, help="scoring processes (0: in this process, no time limit)")
-    p.add_argument("--on-bad-line", choices=("error", "skip"), default="error",
-                   help="a malformed line (invalid UTF-8 or JSON, too deeply nested, a lone surrogate, a bad "
-                        "record): stop with an error naming it (default), or skip it with a warning")
     p.add_argument("--bootstrap", type=int, default=N_BOOT, help="bootstrap resamples for the interval")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     return p
 
 
-def _adapter_sample(benchmark: str, record: dict, line_no: int, split: str | None):
-    """The Sample the benchmark's adapter makes of a raw record (images not read)."""
-    from data_prep.adapters.base import Ctx
-    from data_prep.registry import get_source
-    defn = get_source(benchmark).source_def
-    options = dict(defn.options)
-    if defn.check_options is not None:
-        options = defn.check_options(options)
-    ctx = Ctx(source=benchmark, index=line_no - 1, split=split or defn.split, image_dir=None,
-              check_images=False, images_loaded=False, options=options)
-    return defn.convert(record, ctx)
+# ---------------------------------------------------------------------------------------------
+# Reading the input: one JSON object a line, hardened against hostile files
+# ---------------------------------------------------------------------------------------------
+
+def _surrogate_path(value, path: str = "") -> str | None:
+    """The field path of the first string (key or value) holding a lone surrogate (JSON allows
+    the escape "\\ud800", UTF-8 cannot write it), or None. Iterative: depth is bounded first."""
+    stack = [(value, path)]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return where or "<record>"
+        elif isinstance(item, dict):
+            for key, sub in item.items():
+                try:
+                    key.encode("utf-8")
+                except UnicodeEncodeError:
+                    return f"{where}.<key>" if where else "<key>"
+                stack.append((sub, f"{where}.{key}" if where else key))
+        elif isinstance(item, list):
+            stack.extend((sub, f"{where}[{i}]") for i, sub in enumerate(item))
+    return None
+
+
+def _depth(value) -> int:
+    depth, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (dict, list)):
+            depth = max(depth, level)
+            if depth > MAX_DEPTH:
+                return depth
+            stack.extend((sub, level + 1) for sub in (item.values() if isinstance(item, dict) else item))
+    return depth
+
+
+def parse_line(raw: bytes, line_no: int) -> dict | None:
+    """One JSONL line -> its object (None for a blank line); BadLine for invalid UTF-8, invalid
+    JSON, nesting deeper than MAX_DEPTH, a lone surrogate, or a value that is no JSON object."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadLine(line_no, "<utf-8>", f"not valid UTF-8 (byte {exc.start + 1} of the line)") from None
+    if not line.strip():
+        return None
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise BadLine(line_no, "<json>", f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+    except RecursionError:
+        raise BadLine(line_no, "<json>", f"nested deeper than {MAX_DEPTH} levels") from None
+    if not isinstance(record, dict):
+        raise BadLine(line_no, "<record>", f"expected a JSON object, got {type(record).__name__}")
+    if _depth(record) > MAX_DEPTH:
+        raise BadLine(line_no, "<json>", f"nested deeper than {MAX_DEPTH} levels")
+    bad = _surrogate_path(record)
+    if bad is not None:
+        raise BadLine(line_no, bad, "holds a lone surrogate (an unpaired \\ud800-\\udfff escape), "
+                                    "which UTF-8 cannot encode")
+    return record
+
+
+def sample_from_line(record: dict, line_no: int) -> Sample:
+    """A line in our own schema -> its Sample; BadLine naming the field otherwise."""
+    def field(name: str, types: tuple, what: str, default=None):
+        value = record.get(name)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, types):
+            raise BadLine(line_no, name, f"expected {what}, got {type(value).__name__}")
+        return value
+
+    if record.get("answer") is None:
+        raise BadLine(line_no, "answer", "missing (a line in our schema needs the gold `answer`; "
+                                         "raw benchmark records need --benchmark NAME)")
+    choices = field("choices", (list,), "a list of option texts")
+    answer_type = field("answer_type", (str,), "a string", "multiple_choice" if choices else "text")
+    if answer_type not in ANSWER_TYPES:
+        raise BadLine(line_no, "answer_type", f"expected one of {list(ANSWER_TYPES)}, got {answer_type!r}")
+    return Sample(id=str(field("id", (str, int), "a string or integer id", line_no)),
+                  question=field("question", (str,), "a string", ""), answer=record["answer"],
+                  answer_type=answer_type, choices=choices, task=field("task", (str,), "a string", ""),
+                  meta=dict(field("meta", (dict,), "an object", {})))
+
+
+def read_lines(path: str, benchmark: str | None, split: str | None = None, on_bad_line: str = "error",
+               skipped: list | None = None) -> Iterator[tuple[int, dict, str, Sample]]:
+    """Yield `(line number, the line's object, response, Sample)` for every non-blank line of the
+    file at `path`, the Sample made by `benchmark`'s adapter (None: the line is in our schema).
+    A bad line raises BadLine naming it, or with on_bad_line="skip" is left out and its error
+    appended to `skipped`."""
+    from data_prep.adapters import record_to_sample
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, 1):
+            try:
+                record = parse_line(raw, line_no)
+                if record is None:
+                    continue
+                response = record.get("response")
+                if not isinstance(response, str):
+                    raise BadLine(line_no, "response", "missing" if response is None else
+                                  f"expected a string, got {type(response).__name__}")
+                if benchmark is None:
+                    sample = sample_from_line(record, line_no)
+                else:
+                    try:
+                        sample = record_to_sample(benchmark, record, index=line_no - 1, split=split)
+                    except BadRecord as exc:
+                        raise DataError(f"line {line_no}: {exc}") from None
+            except DataError as exc:
+                if on_bad_line != "skip":
+                    raise
+                if skipped is not None:
+                    skipped.append(exc)
+                continue
+            yield line_no, record, response, sample
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing the output
+# ---------------------------------------------------------------------------------------------
+
+def result_fields(result) -> dict:
+    """What an output line adds for one RewardResult of the single "score" component."""
+    info = result.info
+    fields = {"score": result.score,
+              "components": {k: v for k, v in result.components.items() if k != "score"},
+              "verifier": info.get("verifiers", {}).get("score"), "extraction": info.get("extraction"),
+              "parse_failure": info["parse_failure"], "timeout": info["timeout"]}
+    if info.get("error"):
+        fields["error"] = info["error"].get("score")
+    return fields
+
+
+def scored_record(record: dict, fields: dict) -> dict:
+    """`record` plus the score `fields`, none of the record's own fields overwritten but `score`:
+    a field whose name the record already uses goes to `scoring_<name>` (prefixed again while
+    that name is taken too)."""
+    out = dict(record)
+    for key, value in fields.items():
+        name = key
+        while name != "score" and name in record:
+            name = f"scoring_{name}"
+        out[name] = value
+    return out
+
+
+def default_output(path: str) -> str:
+    """`preds.jsonl` -> `preds.scored.jsonl` (any other name: `.scored.jsonl` appended)."""
+    stem = path[:-len(".jsonl")] if path.endswith(".jsonl") else path
+    return stem + ".scored.jsonl"
 
 
 def _suite_entry(benchmark: str):
@@ -81,131 +247,89 @@ def _suite_entry(benchmark: str):
     return next((b for b in suite.benchmarks if b.source == benchmark), None)
 
 
-def _generic_fields(sample) -> dict:
-    from .core import jsonable
-    meta = {k: jsonable(sample.meta[k]) for k in _META_KEYS if sample.meta.get(k) is not None}
-    return {"answer": jsonable(sample.answer), "answer_type": sample.answer_type,
-            "choices": jsonable(sample.choices), "task": sample.task, "meta": meta}
+# ---------------------------------------------------------------------------------------------
+# The command
+# ---------------------------------------------------------------------------------------------
+
+def _check_args(args) -> None:
+    if not (math.isfinite(args.timeout) and args.timeout > 0):
+        raise ValueError(f"--timeout: expected a finite number of seconds > 0, got {args.timeout!r}")
+    if args.workers < 0:
+        raise ValueError(f"--workers: expected an integer >= 0, got {args.workers}")
+    if args.bootstrap < 1:
+        raise ValueError(f"--bootstrap: expected an integer >= 1, got {args.bootstrap}")
+    from rewards.scorer import verifier_spec
+    verifier_spec(args.verifier, args.mode)  # an unknown verifier fails here too
+    if args.benchmark is not None:
+        from data_prep.adapters import adapter_def
+        adapter_def(args.benchmark)  # an unknown name fails here, before any line is read
+    if not os.path.isfile(args.input):
+        raise FileNotFoundError(f"INPUT: no such file {args.input!r}")
 
 
-def _restore(original: dict, given: dict, row: dict) -> dict:
-    """The caller's own record plus what `mm-gpg score` added to the line it was given (`given`:
-    the record itself, or for an adapter benchmark the record with our generic fields). Where a
-    score field goes when the record already uses its name is `mm-gpg score`'s rule."""
-    return {**original, **{k: v for k, v in row.items() if k not in given or k == "score"}}
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    from rewards import cli as rewards_cli
-    from data_prep.schema import BadRecord
-    from rewards.records import RecordError, detect_benchmark, record_to_sample
-
-    from .core import categories_of, error_text
-    if not os.path.isfile(args.predictions):
-        print(f"mm-gpg eval score: --predictions: no such file {args.predictions!r}", file=sys.stderr)
-        return 2
-    skip = args.on_bad_line == "skip"
-    skipped: list = []
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    args = _parser(prog).parse_args(argv)
     try:
-        lines = list(rewards_cli.read_jsonl(args.predictions, args.on_bad_line, skipped))
-    except (RecordError, OSError, UnicodeDecodeError) as exc:
-        print(f"mm-gpg eval score: {args.predictions}: {exc}", file=sys.stderr)
-        return 1
-    if skip and (args.benchmark in RECORD_BENCHMARKS or args.benchmark == "generic"):
-        # Lines `mm-gpg score` would refuse are left out here, so that its output lines up with ours.
-        kept = []
-        for line_no, record in lines:
-            try:
-                record_to_sample(record, line_no, RECORD_BENCHMARKS.get(args.benchmark, "auto"))
-            except RecordError as exc:
-                skipped.append(exc)
-                continue
-            kept.append((line_no, record))
-        lines = kept
-    entry = _suite_entry(args.benchmark)
-    keys = list(entry.categories) if entry is not None else []
-    categories: list[dict] = []
-    rewritten: list[dict] | None = None
-    if args.benchmark in ADAPTER_BENCHMARKS:
-        rewritten = []
-    kept_lines = []
-    for line_no, record in lines:
-        sample = None
-        problem = None
-        if args.benchmark != "generic":
-            try:
-                sample = _adapter_sample(args.benchmark, record, line_no, entry and entry.split)
-            except Exception as exc:
-                if rewritten is not None:  # this schema is read by the adapter only
-                    problem = str(exc) if isinstance(exc, BadRecord) else error_text(exc)
-        if rewritten is not None and problem is None:
-            temp = None
-            if not isinstance(record.get("response"), str):
-                problem = "field 'response': expected a string"
-            else:
-                temp = {**record, **_generic_fields(sample)}
-                if detect_benchmark(temp) != "generic":
-                    problem = f"the record's fields look like {detect_benchmark(temp)!r}, not {args.benchmark!r}"
-        if problem is not None:
-            if skip:
-                skipped.append(f"line {line_no}: {problem}")
-                continue
-            print(f"mm-gpg eval score: {args.predictions}: line {line_no}: {problem}", file=sys.stderr)
-            return 1
-        if rewritten is not None:
-            rewritten.append(temp)
-        categories.append(categories_of(sample, keys) if sample is not None else {})
-        kept_lines.append((line_no, record))
-    lines = kept_lines
-    for problem in skipped:
-        print(f"mm-gpg eval score: warning: {args.predictions}: skipped {problem}", file=sys.stderr)
+        return _run(args, prog)
+    except USER_ERRORS as exc:
+        if debug_enabled():
+            raise
+        where = f"{args.input}: " if isinstance(exc, DataError) else ""
+        print(f"{prog}: error: {where}{error_line(exc)}", file=sys.stderr)
+        return 2
 
-    out_path = Path(args.output)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    verifier = RECORD_BENCHMARKS.get(args.benchmark, "auto")
-    with tempfile.TemporaryDirectory(prefix=".mm-gpg-eval-score-", dir=out_path.parent) as tmp:
-        source = args.predictions
-        if rewritten is not None or skipped:  # the lines to score, and only those
-            source = os.path.join(tmp, "input.jsonl")
-            with open(source, "w", encoding="utf-8") as f:
-                for rec in (rewritten if rewritten is not None else [record for _, record in lines]):
-                    f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-        scored_path = os.path.join(tmp, "scored.jsonl")
-        messages = io.StringIO()
-        with contextlib.redirect_stderr(messages):  # its summary names our temporary files
-            rc = rewards_cli.main(["--verifier", verifier, "--mode", args.mode, "--input", source,
-                                   "--output", scored_path, "--timeout", str(args.timeout),
-                                   "--workers", str(args.workers)])
-        if rc != 0:
-            text = messages.getvalue().replace(source, args.predictions).replace("mm-gpg score:",
-                                                                                 "mm-gpg eval score:")
-            print(text, end="", file=sys.stderr)
-            return rc
-        with open(scored_path, encoding="utf-8") as f:
-            scored = [json.loads(line) for line in f if line.strip()]
-        given = rewritten if rewritten is not None else [original for _, original in lines]
-        scored = [_restore(original, line, row) for (_, original), line, row in zip(lines, given, scored)]
-        write_text_atomic(out_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in scored))
-    print(summary_text(args.benchmark, args.mode, scored, categories, keys, n_boot=args.bootstrap,
-                       seed=args.seed), end="")
+
+def _run(args, prog: str) -> int:
+    from rewards import score_samples
+    from .core import categories_of
+    _check_args(args)
+    entry = _suite_entry(args.benchmark) if args.benchmark else None
+    split, keys = (entry.split, list(entry.categories)) if entry is not None else (None, [])
+    skipped: list[DataError] = []
+    # every line is checked before anything is scored or written
+    for _ in read_lines(args.input, args.benchmark, split, args.on_bad_line, skipped):
+        pass
+    for exc in skipped:
+        print(f"{prog}: warning: {args.input}: skipped {exc}", file=sys.stderr)
+    output = args.output or default_output(args.input)
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    pending: deque = deque()  # (line, Sample) of the lines handed to the scorer, not yet written
+
+    def pairs():
+        for _, record, response, sample in read_lines(args.input, args.benchmark, split, "skip"):
+            pending.append((record, sample))  # the same lines as above, bad ones left out
+            yield response, sample
+
+    summary_rows = []
+    with atomic_write(output) as out:
+        for result in score_samples(pairs(), verifier=args.verifier, mode=args.mode, timeout_s=args.timeout,
+                                    num_workers=args.workers):
+            record, sample = pending.popleft()
+            fields = result_fields(result)
+            out.write(json.dumps(scored_record(record, fields), ensure_ascii=False) + "\n")
+            summary_rows.append({"score": fields["score"], "parse_failure": fields["parse_failure"],
+                                 "timeout": fields["timeout"], "error": "error" in fields,
+                                 "categories": categories_of(sample, keys)})
+    name = args.benchmark or os.path.basename(args.input)
+    print(summary_text(name, args.mode, summary_rows, keys, n_boot=args.bootstrap, seed=args.seed), end="")
+    print(f"{prog}: scored {len(summary_rows)} lines with {args.verifier} ({args.mode})"
+          + (f", skipped {len(skipped)} bad lines" if skipped else "") + f" -> {output}", file=sys.stderr)
     return 0
 
 
-def summary_text(benchmark: str, mode: str, scored: list[dict], categories: list[dict], keys: list[str], *,
-                 n_boot: int, seed: int) -> str:
-    records = [{"score": float(r["score"]), "best": float(r["score"]), "responses": [r.get("response", "")],
-                "parse_failures": int(bool(r.get("parse_failure"))), "timeouts": int(bool(r.get("timeout"))),
-                "verifier_errors": int("error" in r), "truncated": 0, "format": None, "categories": cats,
-                "error": None}
-               for r, cats in zip(scored, categories)]
-    s = summarize(records, categories=keys, k=1, n_boot=n_boot, seed=seed, name=benchmark)
-    lines = [f"{benchmark} ({mode} rule): accuracy {pct(s['accuracy'])} {ci_text(s['ci95'])} over {s['n']} "
+def summary_text(name: str, mode: str, rows: list[dict], keys: list[str], *, n_boot: int, seed: int) -> str:
+    """Accuracy with its bootstrap interval and the failure counts, then a table per category."""
+    records = [{"score": float(r["score"]), "best": float(r["score"]), "responses": [""],
+                "parse_failures": int(r["parse_failure"]), "timeouts": int(r["timeout"]),
+                "verifier_errors": int(r["error"]), "truncated": 0, "format": None,
+                "categories": r["categories"], "error": None} for r in rows]
+    s = summarize(records, categories=keys, k=1, n_boot=n_boot, seed=seed, name=name)
+    lines = [f"{name} ({mode} rule): accuracy {pct(s['accuracy'])} {ci_text(s['ci95'])} over {s['n']} "
              f"predictions; parse failures {s['parse_failures']}, timeouts {s['timeouts']}, "
              f"verifier errors {s['verifier_errors']}"]
     for key, values in s["categories"].items():
         if values:
-            header, rows = category_rows({"k": 1, "categories": s["categories"]}, key)
+            header, table_rows = category_rows({"k": 1, "categories": s["categories"]}, key)
             lines.append("")
-            lines.extend("  " + line for line in _table(header, rows, markdown=False))
+            lines.extend("  " + line for line in _table(header, table_rows, markdown=False))
     return "\n".join(lines) + "\n"

@@ -2,9 +2,10 @@
 
 It is started as a plain `python -c` subprocess (not multiprocessing's spawn, which re-runs the
 caller's `__main__` and so breaks scripts without a main guard), on one end of a socket pair
-wrapped as a `multiprocessing.connection.Connection`. The first message is the caller's
-`sys.path`, the second `(specs, timeout_s)`; the worker answers `("ready", None)` once its verifiers are loaded and warm, or
-`("error", message)`.
+wrapped as a `multiprocessing.connection.Connection` (the parent's end is `pool.WorkerPool`).
+The first message is the caller's `sys.path`, the second `(specs, timeout_s)` (specs as
+`specs.resolve_specs` makes them); the worker answers `("ready", None)` once its verifiers are
+loaded and warm, or `("error", message)`.
 
 Protocol on its pipe: the parent sends `(chunk_id, tasks)` where each task is
 `(response, sample, spec_indices)`, and the worker answers `(chunk_id, outcomes)` with one list

@@ -1,9 +1,10 @@
-"""`mm-gpg eval score` against hand-worked cases of each benchmark's official rule.
+"""`mm-gpg score --benchmark NAME` (here through its alias `mm-gpg eval score`) against hand-worked
+cases of each benchmark's official rule.
 
-Each case is a record in the benchmark's own schema plus a `response`; the expected score is
-worked out by hand from the official scoring code (the working is in the comment). Scoring runs
-in this process (`--workers 0`) to keep the test fast; the worker pool is the same code
-`mm-gpg score` tests."""
+Each case is a record in the benchmark's own schema plus a `response`, read by the benchmark's
+adapter; the expected score is worked out by hand from the official scoring code (the working is
+in the comment). Scoring runs in this process (`--workers 0`) to keep the test fast; the worker
+pool is tested in test_rewards_cli.py."""
 from __future__ import annotations
 
 import json
@@ -164,7 +165,7 @@ def test_eval_score_hand_worked(tmp_path, capsys, benchmark):
     src = tmp_path / "preds.jsonl"
     src.write_text("".join(json.dumps(rec) + "\n" for rec, _, _ in cases))
     out = tmp_path / "out" / "scored.jsonl"
-    assert main(["score", "--benchmark", benchmark, "--predictions", str(src), "--output", str(out),
+    assert main(["score", str(src), "--benchmark", benchmark, "-o", str(out),
                  "--workers", "0", "--bootstrap", "100"]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == len(cases)
@@ -184,7 +185,7 @@ def test_eval_score_hand_worked(tmp_path, capsys, benchmark):
 def test_eval_score_summary_has_categories(tmp_path, capsys):
     src = tmp_path / "p.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r, _, _ in CASES["vqav2"]))
-    assert main(["score", "--benchmark", "vqav2", "--predictions", str(src), "--output", str(tmp_path / "o.jsonl"),
+    assert main(["score", str(src), "--benchmark", "vqav2", "-o", str(tmp_path / "o.jsonl"),
                  "--workers", "0"]) == 0
     printed = capsys.readouterr().out
     # by VQAv2's answer_type: number (0.6, 1.0) -> 80.0; other (1.0) -> 100.0; yes/no (0.0) -> 0.0
@@ -196,11 +197,12 @@ def test_eval_score_summary_has_categories(tmp_path, capsys):
 def test_eval_score_bad_input_names_the_line(tmp_path, capsys):
     src = tmp_path / "p.jsonl"
     src.write_text(json.dumps({"question": "x", "response": "a"}) + "\n")
-    for benchmark, message in (("vqav2", "line 1: field 'answers': missing"),
+    for benchmark, message in (("vqav2", "line 1: vqav2: record 'vqav2-validation-0': field 'question_id'"),
                                ("geoqa", "line 1: geoqa: record 'geoqa-test-0': field 'ground_truth'")):
-        assert main(["score", "--benchmark", benchmark, "--predictions", str(src),
-                     "--output", str(tmp_path / "o.jsonl"), "--workers", "0"]) == 1
-        assert message in capsys.readouterr().err
+        assert main(["score", str(src), "--benchmark", benchmark,
+                     "-o", str(tmp_path / "o.jsonl"), "--workers", "0"]) == 2  # bad input
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "o.jsonl").exists()
 
 
@@ -211,8 +213,7 @@ def test_mmmu_open_question_with_several_gold_answers(tmp_path):
     src.write_text(json.dumps(mmmu(9, "['24/7', '3.429']", "<answer>3.429</answer>", options="[]",
                                    question_type="open")) + "\n")
     out = tmp_path / "o.jsonl"
-    assert main(["score", "--benchmark", "mmmu", "--predictions", str(src), "--output", str(out),
-                 "--workers", "0"]) == 0
+    assert main(["score", str(src), "--benchmark", "mmmu", "-o", str(out), "--workers", "0"]) == 0
     assert json.loads(out.read_text())["score"] == 1.0
 
 
@@ -221,8 +222,7 @@ def test_mathvista_records_own_extraction_is_kept(tmp_path):
     src = tmp_path / "p.jsonl"
     src.write_text(json.dumps(record) + "\n")
     out = tmp_path / "o.jsonl"
-    assert main(["score", "--benchmark", "mathvista", "--predictions", str(src), "--output", str(out),
-                 "--workers", "0"]) == 0
+    assert main(["score", str(src), "--benchmark", "mathvista", "-o", str(out), "--workers", "0"]) == 0
     row = json.loads(out.read_text())
     assert row["extraction"] == "1000" and {k: row[k] for k in record} == record
     assert row["score"] == 1.0 and isinstance(row["scoring_extraction"], str)  # ours: the rule's name

@@ -116,7 +116,7 @@ def test_math_verify_internal_timeouts_are_counted_not_printed(tmp_path, monkeyp
     purpose: the score summary counts it and no bare "Timeout during comparison" line appears."""
     import time
     import math_verify.grader
-    from rewards.cli import main
+    from eval.score import main
     from rewards.verifiers import math as math_verifier
     real = math_verify.grader.sympy_expr_eq
 
@@ -131,9 +131,9 @@ def test_math_verify_internal_timeouts_are_counted_not_printed(tmp_path, monkeyp
     src.write_text(json.dumps({"response": "<answer>\\sqrt{2}/2</answer>", "answer": "\\frac{1}{\\sqrt{2}}",
                                "answer_type": "math"}) + "\n")
     try:
-        assert main(["--verifier", "math", "--input", str(src), "--output", str(dst), "--workers", "0"]) == 0
+        assert main([str(src), "--verifier", "math", "-o", str(dst), "--workers", "0"]) == 0
     finally:
         math_verifier._equivalent.cache_clear()
-    err = capfd.readouterr().err
-    assert "timeouts 1" in err and "Timeout during" not in err
+    out, err = capfd.readouterr()
+    assert "timeouts 1" in out and "Timeout during" not in out + err  # the summary goes to stdout
     assert json.loads(dst.read_text())["timeout"] is True

@@ -199,7 +199,7 @@ def test_main_module_verifier_is_refused_for_workers(monkeypatch):
 
 def test_close_is_idempotent_and_score_after_close_fails():
     s = build_scorer([{"name": "accuracy"}], num_workers=1)
-    procs = [w.process for w in s._workers]
+    procs = [w.process for w in s.pool.workers]
     s.close()
     s.close()
     assert all(p.poll() is not None for p in procs)

@@ -354,6 +354,40 @@ _LOADER_ARGS = ("path", "split", "config", "image_dir", "on_bad_record", "limit"
                 "check_images", "cache_dir", "shuffle_buffer", "seed")
 
 
+def adapter_def(source: str) -> SourceDef:
+    """The SourceDef of the adapter registered as `source`; UnknownName, with the nearest
+    adapter's name, for a name that is no adapter (the synthetic tasks read no raw records)."""
+    from ..registry import UnknownName, get_source, source_names
+    defn = getattr(get_source(source), "source_def", None)
+    if defn is None:
+        adapters = [n for n in source_names() if getattr(get_source(n), "source_def", None) is not None]
+        raise UnknownName(f"data source {source!r} reads no raw records (it is no benchmark adapter)"
+                          f"{did_you_mean(source, adapters)}; adapters: {adapters}")
+    return defn
+
+
+def record_to_sample(source: str, record: dict, *, index: int = 0, split: str | None = None) -> Sample:
+    """The Sample that `source`'s adapter makes of one raw record (a dict with the benchmark's own
+    field names, as its hub copy has them), with the source's default options; the same code that
+    reads the source for training and evaluation. Images are not read: the Sample is for scoring.
+
+    `index` is the record's position and `split` its split (default: the source's), which name a
+    record whose source has no id column (`<source>-<split>-<index>`). A malformed record, or one
+    the adapter leaves out on purpose, raises BadRecord naming source, record and field; a name
+    that is no adapter raises UnknownName with the nearest one."""
+    defn = adapter_def(source)
+    ctx = Ctx(source=defn.name, index=index, split=split or defn.split, image_dir=None,
+              check_images=False, images_loaded=False,
+              options=defn.check_options(dict(defn.options)) if defn.check_options else dict(defn.options))
+    if not isinstance(record, dict):
+        raise bad(ctx, ctx.default_id(), "<record>", f"expected a JSON object, got {_type_name(record)}")
+    sample = defn.convert(record, ctx)
+    if sample is None:
+        raise bad(ctx, ctx.default_id(), "<record>", f"left out by the {defn.name!r} adapter with its "
+                                                     f"default options {defn.options}")
+    return sample
+
+
 class _CtxFactory:
     def __init__(self, source, split, image_dir, check_images, features, options, file_dirs=()):
         self.source, self.split, self.image_dir = source, split, image_dir

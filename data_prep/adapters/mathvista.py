@@ -9,7 +9,8 @@ source, split, task), `query` (the official full prompt).
 For multiple choice the gold is the option *text*, as MathVista gives it (the official scorer
 compares option text); `meta["answer_letter"]` holds its letter. `meta` carries what the MathVista
 verifier needs: `precision`, `unit`, `question_type`, `answer_type` (MathVista's own, also as
-`mathvista_answer_type`, the key `rewards` reads), `metadata`.
+`mathvista_answer_type`, the key `rewards` reads), `metadata`, and `extraction` when a prediction
+file's record carries the answer MathVista's GPT step extracted (the verifier then uses it).
 `meta["hint"]` (shown by the prompt builder) says what form the answer takes; `hints=False`
 leaves it out.
 """
@@ -101,6 +102,8 @@ def convert(rec: dict, ctx: Ctx) -> Sample:
                 raise bad(ctx, rid, "answer", f"expected a list literal (answer_type list), got {answer!r}")
             meta["answer_list"] = parsed
         sample_type = ANSWER_TYPES[mv_answer_type]
+    if rec.get("extraction") is not None:  # a prediction file's answer from MathVista's GPT extraction step
+        meta["extraction"] = str(rec["extraction"])
     if ctx.options["hints"]:
         hint = _hint(question_type, mv_answer_type, precision)
         if hint:
