@@ -7,7 +7,8 @@ A checkpoint is one folder, `<output_dir>/checkpoints/step-NNNNNNNN/`:
     rng/rank-NNNNN.pt     every random state of each rank: Python, NumPy, torch (and CUDA)
     hf/                   the model config and processor files, so `export_hf` needs nothing else
     trainer_state.json    step, data position (the mixture's state), draw counters, the
-                          non-finite streak, how many metrics records the step had
+                          non-finite streak, how many metrics records the step had, and the
+                          LoRA set-up (`lora`: null without adapters)
     manifest.json         every other file's size and SHA-256; written last
 
 It is written under a temporary name (`.tmp-step-NNNNNNNN`) and renamed into place only when
@@ -23,8 +24,12 @@ file would otherwise fail deep inside torch or DeepSpeed with a message naming n
 All ranks write into the same folder, so a multi-node run needs `output_dir` on a filesystem
 every node sees (the usual shared storage).
 
+With LoRA (`model.lora.r > 0`, see `mm_gpg.lora`) the engine state holds the adapter beside the
+frozen base weights, so a checkpoint resumes and exports with nothing else.
+
 `mm-gpg export CHECKPOINT OUT` (see `export_main`) writes any checkpoint in Hugging Face format,
-for `from_pretrained` or vLLM, on one CPU process.
+for `from_pretrained` or vLLM, on one CPU process; a LoRA checkpoint as the merged model plus its
+adapter in peft's format under `OUT/adapter/`.
 """
 from __future__ import annotations
 
@@ -248,8 +253,12 @@ def save_checkpoint(root: str | os.PathLike, step: int, learner, trainer_state: 
             module.generation_config.save_pretrained(hf)
         if processor is not None:
             processor.save_pretrained(hf)
+        lora = getattr(learner, "lora_spec", None)
+        # lora_base: the model the adapter applies to, for the exported adapter's config.
         state = {"format": FORMAT_VERSION, "step": step, "world_size": dist.world_size,
-                 "zero_stage": learner.zero_stage, "saved_at": time.time(), **trainer_state}
+                 "zero_stage": learner.zero_stage, "lora": lora,
+                 "lora_base": getattr(module.config, "_name_or_path", None) if lora else None,
+                 "saved_at": time.time(), **trainer_state}
         write_text_atomic(tmp / STATE_FILE, json.dumps(state, indent=1, sort_keys=True) + "\n")
         write_manifest(tmp)  # last: it vouches for every file above
         _fsync_dir(tmp)
@@ -280,6 +289,10 @@ def load_checkpoint(path: str | os.PathLike, learner, dist: Dist) -> dict:
     if state.get("zero_stage") != learner.zero_stage:
         raise ValueError(f"checkpoint {str(path)!r} was written with train.zero_stage={state.get('zero_stage')}; "
                          f"this run has {learner.zero_stage}")
+    if state.get("lora") != getattr(learner, "lora_spec", None):
+        raise ValueError(f"checkpoint {str(path)!r} was written with LoRA {_describe_lora(state.get('lora'))}; "
+                         f"this run has {_describe_lora(getattr(learner, 'lora_spec', None))} (model.lora, "
+                         f"model.train_projector, model.train_vision_tower must match to resume)")
     load_path, client = learner.engine.load_checkpoint(str(path), tag=ENGINE_TAG, load_optimizer_states=True,
                                                        load_lr_scheduler_states=False)
     if load_path is None:
@@ -293,11 +306,22 @@ def load_checkpoint(path: str | os.PathLike, learner, dist: Dist) -> dict:
     return state
 
 
+def _describe_lora(spec: dict | None) -> str:
+    return "off" if not spec else ", ".join(f"{k}={v}" for k, v in sorted(spec.items()))
+
+
+ADAPTER_DIR = "adapter"
+"""Where `save_hf` puts a LoRA module's adapter (peft format) inside the model folder."""
+
+
 def save_hf(module: torch.nn.Module, processor, out_dir: str | os.PathLike, dist: Dist | None = None,
             state_dict: dict | None = None) -> Path | None:
     """Rank 0 (any caller when `dist` is None) writes `module` (or `state_dict` into its
     architecture) and `processor` to `out_dir` in Hugging Face format, through a temporary folder
-    renamed into place, so a half-written model is never taken for a whole one."""
+    renamed into place, so a half-written model is never taken for a whole one.
+
+    A module with LoRA adapters (`mm_gpg.lora`) is written merged (loadable by transformers or
+    vLLM alone), and its adapter in peft's format under `out_dir/adapter/`."""
     out = Path(out_dir)
     if dist is not None and not dist.is_main:
         return None
@@ -305,6 +329,11 @@ def save_hf(module: torch.nn.Module, processor, out_dir: str | os.PathLike, dist
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     tmp.chmod(0o755)
     try:
+        from .lora import has_lora, merged_named_tensors, scaling, write_adapter
+        if has_lora(module):
+            state = module.state_dict() if state_dict is None else state_dict
+            write_adapter(module, state, tmp / ADAPTER_DIR)
+            state_dict = dict(merged_named_tensors(state.items(), scaling(module)))
         module.save_pretrained(tmp, state_dict=state_dict)
         processor.save_pretrained(tmp)
         if out.exists():
@@ -342,6 +371,10 @@ def export_hf(checkpoint: str | os.PathLike, out_dir: str | os.PathLike) -> Path
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
     model = AutoModelForImageTextToText.from_config(config, dtype=dtype)
+    if state.get("lora"):  # the same adapters as in training, so that the engine state fits
+        from .lora import apply_lora
+        apply_lora(model, state["lora"])
+        model.config._name_or_path = state.get("lora_base") or ""  # the adapter's base model
     weights = _engine_state_dict(path, int(state["zero_stage"]))
     result = model.load_state_dict({k: v.to(dtype) if v.is_floating_point() else v for k, v in weights.items()},
                                    strict=False)
@@ -357,7 +390,8 @@ def export_hf(checkpoint: str | os.PathLike, out_dir: str | os.PathLike) -> Path
 
 def export_main(argv: list[str]) -> int:
     """`mm-gpg export CHECKPOINT OUT`: a checkpoint folder (or a run's checkpoints folder, for
-    its newest) to a Hugging Face model folder."""
+    its newest) to a Hugging Face model folder. A LoRA checkpoint is written merged, with its
+    adapter (peft format) in OUT/adapter/."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="mm-gpg export", description=export_main.__doc__)
@@ -371,5 +405,6 @@ def export_main(argv: list[str]) -> int:
         raise FileNotFoundError(f"{args.checkpoint!r}: no complete checkpoint there")
     started = time.perf_counter()
     out = export_hf(path, args.out)
-    print(f"exported {path} to {out} in {time.perf_counter() - started:.1f} s")
+    adapter = f" (merged; its LoRA adapter in {out / ADAPTER_DIR})" if read_state(path).get("lora") else ""
+    print(f"exported {path} to {out}{adapter} in {time.perf_counter() - started:.1f} s")
     return 0

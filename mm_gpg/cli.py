@@ -89,7 +89,8 @@ def train_command(args) -> int:
                       train_language_model=m.train_language_model, train_projector=m.train_projector,
                       train_vision_tower=m.train_vision_tower, kl_coef=config.algorithm.kl_coef,
                       world_size=dist.world_size, temperature=config.rollout.temperature,
-                      gradient_checkpointing=t.gradient_checkpointing, deepspeed_config=t.deepspeed)
+                      gradient_checkpointing=t.gradient_checkpointing, deepspeed_config=t.deepspeed,
+                      lora=m.lora)
     say(describe(learner.device, learner.module.dtype, learner.module.config._attn_implementation)
         + (", DeepSpeed bf16 mode" if learner.engine.bfloat16_enabled() else "")
         + (f", {dist.world_size} processes" if dist.world_size > 1 else ""))

@@ -78,6 +78,11 @@ def collate(prompts: list, groups: list[list], pad_token_id: int, device: torch.
         for i, t in enumerate(types):
             mm[i, :t.numel()] = t
         batch["mm_token_type_ids"] = mm
+    if any(getattr(p, "image_inputs", None) is not None for p in prompts):
+        # non-Qwen families: each unique prompt's image tensors (see Prompt.image_inputs)
+        batch["image_inputs"] = [None if p.image_inputs is None else
+                                 (p.image_inputs if device is None else to_device(p.image_inputs, device))
+                                 for p in prompts]
     return batch if device is None else to_device(batch, device)
 
 
@@ -258,12 +263,14 @@ class Learner:
                  group_size: int, train_language_model: bool = True, train_projector: bool = False,
                  train_vision_tower: bool = False, kl_coef: float = 0.0, world_size: int = 1,
                  temperature: float = 1.0, gradient_checkpointing: bool = False,
-                 deepspeed_config: dict | None = None):
+                 deepspeed_config: dict | None = None, lora=None):
         """`bf16`: DeepSpeed's bf16 mode (fp32 master weights and optimizer states, bf16 compute);
         None follows the policy's dtype. `temperature`: the rollout's sampling temperature, which
         the log-probs use (`completion_logprobs`). `gradient_checkpointing`: recompute each
         decoder layer's activations in the backward pass. `deepspeed_config`: merged into the
-        generated DeepSpeed config (`merge_deepspeed_config`)."""
+        generated DeepSpeed config (`merge_deepspeed_config`). `lora`: a `config.LoraConfig`;
+        with `r > 0` peft adapters on the language model train instead of its weights
+        (`mm_gpg.lora`), and the weights handed out (`full_state`, `full_state_dict`) are merged."""
         import deepspeed
 
         if zero_stage == 3:  # DeepSpeed's own calls to since-renamed torch collectives, twice a step
@@ -273,14 +280,25 @@ class Learner:
             raise ValueError(f"learner: {local_groups} groups per rank do not split into micro-batches of "
                              f"{micro_batch_groups} groups")
         self.policy = policy
-        self.trainable = set_trainable(policy.model, train_language_model, train_projector, train_vision_tower)
         self.micro_batch_groups = micro_batch_groups
         self.world_size = world_size
         self.zero_stage = zero_stage
         self.reference = None
-        if kl_coef:
+        if kl_coef:  # copied before any adapter goes in: the reference is the plain starting model
             import copy
             self.reference = copy.deepcopy(policy.model).eval().requires_grad_(False)
+        self.lora_spec = None
+        """The adapter set-up (`mm_gpg.lora.lora_spec`) when LoRA is on, else None; checkpoints
+        record it."""
+        if lora is not None and lora.r > 0:
+            from .lora import apply_lora, lora_spec
+            if not train_language_model:
+                raise ValueError("model.lora.r > 0 trains adapters on the language model; "
+                                 "model.train_language_model=false contradicts it (set model.lora.r=0)")
+            self.lora_spec = lora_spec(lora, train_projector, train_vision_tower)
+            self.trainable = apply_lora(policy.model, self.lora_spec)
+        else:
+            self.trainable = set_trainable(policy.model, train_language_model, train_projector, train_vision_tower)
         self.kl_coef = kl_coef
         if not temperature > 0:
             raise ValueError(f"learner: temperature must be > 0, got {temperature}")
@@ -386,13 +404,18 @@ class Learner:
                 yield name, (param.detach().clone() if self.zero_stage == 3 else param.detach())
 
     def full_state(self) -> Iterator[tuple[str, torch.Tensor]]:
-        """The weights a rollout engine loads after an update (see `full_named_parameters`)."""
-        return self.full_named_parameters()
+        """The weights a rollout engine loads after an update (see `full_named_parameters`),
+        named as in the HF checkpoint: with LoRA, each adapter folded into its base weight."""
+        if self.lora_spec is None:
+            return self.full_named_parameters()
+        from .lora import merged_named_tensors, scaling
+        return merged_named_tensors(self.full_named_parameters(), scaling(self.module))
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
         """The module's whole state dict (parameters gathered under ZeRO-3, tied aliases and
         persistent buffers included), for `save_pretrained(state_dict=...)`. Every rank must
-        call it."""
+        call it. With LoRA the adapters keep their own entries (`checkpoint.save_hf` merges
+        them and writes the adapter)."""
         if self.zero_stage != 3:
             return self.module.state_dict()
         keys = self.module.state_dict().keys()  # parameters appear there as empty placeholders
