@@ -1,16 +1,16 @@
-"""The README section "Add a verifier": its example and its test template run as written."""
+"""docs/rewards.md, section "Add a verifier": its example and its test template run as written."""
 import importlib.util
 import os
 import re
 
 from rewards.scorer import resolve_specs
 
-README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+REWARDS_DOC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "rewards.md")
 
 
-def test_readme_example_and_template_run(tmp_path, monkeypatch):
-    readme = open(README, encoding="utf-8").read()
-    text = readme.split("\n## Add a verifier\n", 1)[1].split("\n## ", 1)[0]
+def test_rewards_doc_example_and_template_run(tmp_path, monkeypatch):
+    doc = open(REWARDS_DOC, encoding="utf-8").read()
+    text = doc.split("\n## Add a verifier\n", 1)[1].split("\n## ", 1)[0]
     example, template = re.findall(r"```python\n(.*?)```", text, re.S)
     assert len(example.strip().splitlines()) <= 12  # "a complete ten-line example"
     (tmp_path / "my_rewards").mkdir()
