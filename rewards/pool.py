@@ -144,7 +144,14 @@ class WorkerPool:
         self.restarts += 1
 
     def _on_ready_message(self, worker: _Worker) -> None:
-        kind, payload = worker.conn.recv()
+        """Read a starting worker's first answer: ready, or why it failed (then the pool closes)."""
+        try:
+            kind, payload = worker.conn.recv()
+        except (EOFError, OSError):
+            code = worker.process.wait()
+            self.close()
+            raise RuntimeError(f"rewards worker exited during start-up (exit code {code}); "
+                               f"see its message on stderr above") from None
         if kind == "ready":
             worker.ready = True
         else:
@@ -168,13 +175,7 @@ class WorkerPool:
         ready = wait([w.conn for w in starting], timeout=min(left, 1.0))
         for w in starting:
             if w.conn in ready:
-                try:
-                    self._on_ready_message(w)
-                except (EOFError, OSError):
-                    code = w.process.wait()
-                    self.close()
-                    raise RuntimeError(f"rewards worker exited during start-up (exit code {code}); "
-                                       f"see its message on stderr above") from None
+                self._on_ready_message(w)
 
     def run(self, responses: list[str], samples: list[Sample]) -> list[dict]:
         """Every spec on every (response, sample): one `{spec index: outcome}` per response
@@ -243,13 +244,7 @@ class WorkerPool:
                             outcomes[i][j] = outcome
                     w.chunk = None
                 elif not w.ready and w.conn in ready:
-                    try:
-                        self._on_ready_message(w)
-                    except (EOFError, OSError):
-                        code = w.process.wait()
-                        self.close()
-                        raise RuntimeError(f"a restarted rewards worker exited during start-up "
-                                           f"(exit code {code})") from None
+                    self._on_ready_message(w)
             now = time.monotonic()
             for w in list(self.workers):
                 if w.chunk is not None and now - self._call_started(w) > self.timeout_s:
