@@ -121,7 +121,9 @@ def set_trainable(model: torch.nn.Module, language_model: bool = True, projector
 
 
 def vision_is_trainable(model: torch.nn.Module) -> bool:
-    return any(p.requires_grad for n, p in model.named_parameters() if any(k in n for k in VISION_KEYS))
+    """Whether the image features need gradients: the tower or its projector trains (in Qwen the
+    projector sits inside the tower; in Idefics3 it is a separate `connector`)."""
+    return any(p.requires_grad for n, p in model.named_parameters() if model_part(n) != "language_model")
 
 
 def _supports_encoder_outputs(base_model: torch.nn.Module) -> bool:
@@ -214,12 +216,42 @@ def _shared_prompt_hidden(model: torch.nn.Module, batch: dict) -> torch.Tensor:
     return torch.cat([hidden_p[owner, -1:], hidden_c[:, :-1]], dim=1)
 
 
+def prompt_image_features(base_model: torch.nn.Module, image_inputs: list, vision_grad: bool = False) -> list:
+    """Non-Qwen families: per unique prompt, its images' features [tokens, H] in the order its
+    image placeholders come (None for a text-only prompt). The tower runs once per prompt, on the
+    tensors its processor made (`Prompt.image_inputs`, the keywords of `get_image_features`)."""
+    features = []
+    with torch.set_grad_enabled(torch.is_grad_enabled() and vision_grad):
+        for inputs in image_inputs:
+            if inputs is None:
+                features.append(None)
+                continue
+            pooled = base_model.get_image_features(**inputs, return_dict=True).pooler_output
+            features.append(torch.cat(list(pooled)) if isinstance(pooled, (list, tuple)) else
+                            pooled.reshape(-1, pooled.shape[-1]))
+    return features
+
+
+def _generic_image_kwargs(model: torch.nn.Module, batch: dict) -> dict:
+    """The forward's image arguments for the rows of a non-Qwen family: each row gets its prompt's
+    precomputed features (`mm_encoder_outputs`), so the tower runs once per prompt, not per row."""
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+    features = prompt_image_features(model.model, batch["image_inputs"], vision_is_trainable(model))
+    per_row = [features[k] for k in batch["image_owner"].tolist() if features[k] is not None]
+    if not per_row:
+        return {}
+    return {"mm_encoder_outputs": {"image": BaseModelOutputWithPooling(pooler_output=tuple(per_row))}}
+
+
 def _full_sequence_hidden(model: torch.nn.Module, batch: dict) -> torch.Tensor:
     """[N, T, H] from one forward over every prompt + completion row (any image-text model)."""
     base = model.model
     grid = batch["image_grid_thw"]
     kwargs = {}
-    if batch.get("pixel_values") is not None:
+    if batch.get("image_inputs") is not None:
+        kwargs = _generic_image_kwargs(model, batch)
+    elif batch.get("pixel_values") is not None:
         per_sample_images = [i for p in batch["image_owner"].tolist() for i in batch["prompt_images"][p]]
         per_sample_grid = grid[per_sample_images]
         if _supports_encoder_outputs(base):
@@ -233,8 +265,10 @@ def _full_sequence_hidden(model: torch.nn.Module, batch: dict) -> torch.Tensor:
             chunks = torch.split(batch["pixel_values"], sizes)
             kwargs["pixel_values"] = torch.cat([chunks[i] for i in per_sample_images])
         kwargs["image_grid_thw"] = per_sample_grid
-    hidden = base(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                  mm_token_type_ids=batch.get("mm_token_type_ids"), use_cache=False, **kwargs).last_hidden_state
+    if batch.get("mm_token_type_ids") is not None:
+        kwargs["mm_token_type_ids"] = batch["mm_token_type_ids"]
+    hidden = base(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False,
+                  **kwargs).last_hidden_state
     # Position p's hidden state predicts token p+1.
     positions = (batch["completion_positions"] - 1).clamp(min=0)
     n, t = positions.shape

@@ -213,6 +213,49 @@ def build_tiny_qwen2_5_vl(out: Path, seed: int, image_pixels: int) -> Path:
                           Qwen2_5_VLProcessor, vision)
 
 
+# Idefics3's vision tower sees square tiles of this side; its processor resizes an image so its
+# longest edge is at most IDEFICS3_IMAGE_EDGE and cuts it into tiles of IDEFICS3_TILE (plus one
+# downscaled whole-image tile), its own sizing rule, as SmolVLM's does with 4 x 364 and 364.
+IDEFICS3_TILE = 64
+IDEFICS3_IMAGE_EDGE = 2 * IDEFICS3_TILE
+
+
+@TINY_BUILDERS.register("idefics3")
+def build_tiny_idefics3(out: Path, seed: int, image_pixels: int) -> Path:
+    """Idefics3 / SmolVLM: a SigLIP-style ViT on fixed-size tiles, a connector that pixel-shuffles
+    `scale_factor`^2 patches into one token and projects them, and a Llama text model. Each tile
+    becomes (tile / patch)^2 / scale_factor^2 `<image>` tokens (here 16). `image_pixels` is not
+    used: this family sizes images by its processor's longest-edge rule."""
+    from transformers import (Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessor,
+                              Idefics3Processor, PreTrainedTokenizerFast)
+
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=train_byte_bpe(IDEFICS3_SPECIAL_TOKENS), bos_token="<|im_start|>",
+        eos_token="<end_of_utterance>", pad_token="<|endoftext|>", unk_token=None,
+        clean_up_tokenization_spaces=False, model_max_length=4096)
+    tokenizer.add_special_tokens({"additional_special_tokens": IDEFICS3_SPECIAL_TOKENS[1:]})
+    tokenizer.chat_template = IDEFICS3_CHAT_TEMPLATE
+    v = TINY_SIZES["vision"]
+    patch, scale = 8, 2
+    config = Idefics3Config(
+        text_config=dict(_text_config(tokenizer, "<|im_start|>", "<end_of_utterance>", "<|endoftext|>"),
+                         model_type="llama", rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
+        vision_config=dict(hidden_size=v["embed_dim"], intermediate_size=v["embed_dim"] * v["mlp_ratio"],
+                           num_hidden_layers=v["depth"], num_attention_heads=v["num_heads"],
+                           image_size=IDEFICS3_TILE, patch_size=patch),
+        scale_factor=scale, image_token_id=tokenizer.convert_tokens_to_ids("<image>"), tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = Idefics3ForConditionalGeneration(config)
+    _finish(model, tokenizer, "<end_of_utterance>", "<|endoftext|>")
+    image_processor = Idefics3ImageProcessor(size={"longest_edge": IDEFICS3_IMAGE_EDGE},
+                                             max_image_size={"longest_edge": IDEFICS3_TILE})
+    processor = Idefics3Processor(image_processor=image_processor, tokenizer=tokenizer,
+                                  image_seq_len=(IDEFICS3_TILE // patch) ** 2 // scale ** 2,
+                                  chat_template=IDEFICS3_CHAT_TEMPLATE)
+    return save_hf(model, processor, out)
+
+
 TINY_FAMILIES = tuple(TINY_BUILDERS.names())
 """The architectures `build_tiny` can build (`model.tiny_family`, `mm-gpg init-tiny --family`)."""
 

@@ -18,6 +18,7 @@ from test_cli_train import REPO, run_cli, tiny_overrides
 FAMILIES = {
     # family: (model class, processor class, whether it takes the Qwen fast paths)
     "qwen2_5_vl": ("Qwen2_5_VLForConditionalGeneration", "Qwen2_5_VLProcessor", True),
+    "idefics3": ("Idefics3ForConditionalGeneration", "Idefics3Processor", False),
 }
 T = 0.7
 

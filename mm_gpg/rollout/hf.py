@@ -125,7 +125,29 @@ def left_padded_inputs(prompts: list, pad_token_id: int, device: torch.device | 
     if with_images:
         inputs["pixel_values"] = torch.cat([p.pixel_values for p in with_images])
         inputs["image_grid_thw"] = torch.cat([p.image_grid_thw for p in with_images])
+    inputs.update(batch_image_inputs([getattr(p, "image_inputs", None) for p in prompts]))
     return {k: None if v is None else v.to(device) for k, v in inputs.items()}
+
+
+def batch_image_inputs(per_prompt: list) -> dict:
+    """Non-Qwen families: the prompts' image tensors (`Prompt.image_inputs`, each [1, images, ...])
+    as one batch [B, most images, ...]: every tensor zero-padded to the largest in each dimension
+    and stacked in prompt order. An all-zero image is padding to these models (Idefics3 drops it
+    before the tower), and a text-only prompt gets only padding."""
+    present = [x for x in per_prompt if x is not None]
+    if not present:
+        return {}
+    out = {}
+    for key in present[0]:
+        tensors = [x[key] for x in present]
+        shape = [max(t.shape[d] for t in tensors) for d in range(1, tensors[0].dim())]
+        batch = tensors[0].new_zeros((len(per_prompt), *shape))
+        for i, x in enumerate(per_prompt):
+            if x is not None:
+                t = x[key][0]
+                batch[(i, *(slice(0, n) for n in t.shape))] = t
+        out[key] = batch
+    return out
 
 
 @register_engine("hf")
