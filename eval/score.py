@@ -65,7 +65,7 @@ class BadLine(DataError):
 def _parser(prog: str = PROG) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0].split(": ", 1)[1])
     p.add_argument("input", metavar="INPUT.jsonl", help="one JSON object a line: `response` plus the problem")
-    p.add_argument("-o", "--output", help="output JSONL (default: INPUT with .jsonl -> .scored.jsonl)")
+    p.add_argument("-o", "--output", metavar="OUT.jsonl", help="output JSONL (default: INPUT with .jsonl -> .scored.jsonl)")
     p.add_argument("--benchmark", metavar="NAME",
                    help="lines are NAME's raw records (a data source adapter: vqav2, mathvista, ...); "
                         "default: lines are Samples in our own schema")
@@ -74,10 +74,10 @@ def _parser(prog: str = PROG) -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=MODES, default="official", help="the verifiers' mode (default: official)")
     p.add_argument("--on-bad-line", choices=ON_BAD_LINE, default="error",
                    help="a malformed line: stop with an error naming it (default), or skip it with a warning")
-    p.add_argument("--timeout", type=float, default=5.0, help="seconds per verifier call (default 5)")
-    p.add_argument("--workers", type=int, default=2, help="scoring processes (0: in this process, no time limit)")
-    p.add_argument("--bootstrap", type=int, default=N_BOOT, help="bootstrap resamples for the interval")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--timeout", type=float, default=5.0, metavar="S", help="seconds per verifier call (default 5)")
+    p.add_argument("--workers", type=int, default=2, metavar="N", help="scoring processes (0: in this process, no time limit)")
+    p.add_argument("--bootstrap", type=int, default=N_BOOT, metavar="N", help="bootstrap resamples for the interval")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="bootstrap seed")
     return p
 
 
