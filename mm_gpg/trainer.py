@@ -58,7 +58,7 @@ from .metrics import HistoryError, MetricsLogger
 from .policy import Policy
 from .progress import drawing, progress_bar
 from .prompting import Prompt, encode_prompts
-from .rollout import Completion, RolloutEngine, SamplingParams
+from .rollout import Completion, RolloutEngine
 from .rollouts import RolloutLog, eval_record, group_record, parse_failure, rollout_step, write_thumbnails
 from .wandb_log import rollout_table, start_wandb
 
@@ -112,8 +112,7 @@ def rollout_groups(config: Config, policy: Policy, engine: RolloutEngine, scorer
     d, r = config.data, config.rollout
     prompts = encode_prompts(policy.processor, samples, d.prompt_style, d.min_pixels, d.max_pixels,
                              d.system_prompt)
-    sampling = SamplingParams(temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
-                              max_new_tokens=r.max_new_tokens, seed=seed)
+    sampling = r.sampling_params(seed)
     completions = engine.generate(prompts, r.group_size, sampling)
     results = scorer.score([c.text for group in completions for c in group],
                            [p.sample for p in prompts for _ in range(r.group_size)])
@@ -443,19 +442,25 @@ class Trainer:
                               in_batch=i in self._in_batch, index=0, thumbs=thumbs,
                               max_px=cfg.logging.thumbnail_px))
                 for i, g in enumerate(sampled)]
-        everyone = self.dist.all_gather_object((mine, thumbs)) if self.dist.world_size > 1 else [(mine, thumbs)]
+        self._write_rollouts(self.state.step, mine, thumbs, lambda entries: [
+            {**record, "group": index, "alpha": alpha}
+            for index, (*_, record) in enumerate(sorted(entries, key=lambda entry: entry[:3]))])
+
+    def _write_rollouts(self, step: int, mine: list, thumbs: dict, in_order: Callable[[list], list]) -> None:
+        """Every rank's entries (`mine`, with their thumbnails) to rank 0, which writes the thumbnails,
+        then the records `in_order` makes of all entries (one process's order) to `rollouts.jsonl`
+        and W&B."""
+        world = self.dist.world_size
+        everyone = self.dist.all_gather_object((mine, thumbs)) if world > 1 else [(mine, thumbs)]
         if not self.dist.is_main:
             return
         for _, part in everyone:
-            write_thumbnails(part, Path(cfg.output_dir))
-        everyone = [part for part, _ in everyone]
-        records = [{**record, "group": index, "alpha": alpha}
-                   for index, (*_, record) in enumerate(sorted((r for part in everyone for r in part),
-                                                               key=lambda r: r[:3]))]
+            write_thumbnails(part, Path(self.config.output_dir))
+        records = in_order([entry for part, _ in everyone for entry in part])
         for record in records:
-            self.rollout_log.log(self.state.step, record)
+            self.rollout_log.log(step, record)
         if self.wandb is not None:
-            rollout_table(self.wandb, self.state.step, records)
+            rollout_table(self.wandb, step, records)
 
     def evaluate(self, step: int) -> dict:
         if self.evaluator is None:
@@ -476,16 +481,7 @@ class Trainer:
         mine = [eval_record(prompt, completions, results, index=k * world + rank, thumbs=thumbs,
                             max_px=cfg.logging.thumbnail_px)
                 for k, (prompt, completions, results) in enumerate(self.eval_answers())]
-        everyone = self.dist.all_gather_object((mine, thumbs)) if world > 1 else [(mine, thumbs)]
-        if self.dist.is_main:
-            for _, part in everyone:
-                write_thumbnails(part, Path(cfg.output_dir))
-            everyone = [part for part, _ in everyone]
-            records = sorted((r for part in everyone for r in part), key=lambda r: r["index"])
-            for record in records:
-                self.rollout_log.log(step, record)
-            if self.wandb is not None:
-                rollout_table(self.wandb, step, records)
+        self._write_rollouts(step, mine, thumbs, lambda records: sorted(records, key=lambda r: r["index"]))
 
     def _check_nonfinite(self, skipped: bool, metrics: dict) -> None:
         step, limit = self.state.step, self.config.train.max_nonfinite
