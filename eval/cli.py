@@ -2,7 +2,7 @@
 
     mm-gpg eval --model PATH_OR_HUB_ID --suite synthetic|cross_modal|file.yaml [--output DIR]
                 [--resume | --overwrite] [--limit N] [--seed S] [--data-root DIR]
-                [--benchmarks a,b] [--set KEY=VALUE ...] [--max-new-tokens N] [--n K]
+                [--benchmarks a,b] [--max-new-tokens N] [--n K] [key=value ...]
     mm-gpg eval score ...    (the same command as `mm-gpg score`)
     mm-gpg eval compare A/report.json B/report.json [--output diff.md|diff.json]
     mm-gpg eval suites
@@ -45,8 +45,11 @@ def run_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seeds sampling (n > 1) and the bootstrap (default 0)")
     p.add_argument("--benchmarks", help="comma-separated benchmark names to run (default: all of the suite)")
     p.add_argument("--data-root", help="folder holding local copies of the benchmarks, one sub-folder each")
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                   help="edit the suite: defaults.sampling.max_new_tokens=64, mathvista.options.path=/x")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="edit the suite, as `mm-gpg train` edits its config: defaults.sampling.max_new_tokens=64, "
+                        "mathvista.options.path=/x, benchmarks[0].limit=5 (see `mm-gpg config show --suite NAME`)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="key=value",
+                   help="the same as a positional key=value (kept for older command lines)")
     p.add_argument("--max-new-tokens", type=int, help="completion cap for every benchmark")
     p.add_argument("--batch-size", type=int, help="prompts per generate call for every benchmark")
     p.add_argument("--n", type=int, help="completions per prompt (n > 1: sampled, mean@n and pass@n)")
@@ -75,9 +78,11 @@ def default_output(suite: str, model: str) -> str:
 
 
 def run_main(argv: list[str]) -> int:
-    args = run_parser().parse_args(argv)
+    args = run_parser().parse_intermixed_args(argv)  # key=value overrides may come between options
     from .runner import run_suite
-    from .suite import apply_run_options, load_suite, parse_set
+    from mm_gpg.config import parse_override
+
+    from .suite import apply_run_options, load_suite
     if args.resume and args.overwrite:
         return _error("mm-gpg eval", ValueError("--resume and --overwrite exclude each other"))
     from mm_gpg.device import check_device
@@ -90,7 +95,7 @@ def run_main(argv: list[str]) -> int:
                                                     f"{0 if flag == 'limit' else 1}, got {value}"))
     try:
         only = [s.strip() for s in args.benchmarks.split(",") if s.strip()] if args.benchmarks else None
-        suite = load_suite(args.suite, args.sets, data_root=args.data_root, only=only)
+        suite = load_suite(args.suite, [*args.sets, *args.overrides], data_root=args.data_root, only=only)
         apply_run_options(suite, limit=args.limit, max_new_tokens=args.max_new_tokens,
                           batch_size=args.batch_size, n=args.n, temperature=args.temperature)
         for b in suite.benchmarks:
@@ -98,8 +103,8 @@ def run_main(argv: list[str]) -> int:
                 raise ValueError(f"benchmark {b.name}: n={b.sampling.n} needs sampling (greedy: false)")
         engine_options = {}
         for item in args.engine_options:
-            key, value = parse_set(f"engine.{item}")
-            engine_options[key[1]] = value
+            key, value = parse_override(item, example="gpu_memory_utilization=0.8")
+            engine_options[key] = value
         output = args.output or default_output(args.suite, args.model)
         _, code = run_suite(suite, model=args.model, output_dir=output, seed=args.seed, resume=args.resume,
                             overwrite=args.overwrite, engine=args.engine, dtype=args.dtype, device=args.device,

@@ -302,10 +302,9 @@ def scored_record(b, index: int, sample, completions: list, results: list) -> di
 
 
 def sampling_params(b, seed: int):
-    from mm_gpg.rollout import SamplingParams
-    s = b.sampling
-    return SamplingParams(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
-                          max_new_tokens=s.max_new_tokens, greedy=s.greedy, seed=seed)
+    """The entry's sampling (already the engine's type) with this batch's seed."""
+    import dataclasses
+    return dataclasses.replace(b.sampling, seed=seed)
 
 
 def generate_robust(engine, prompts: list, n: int, sampling) -> list:

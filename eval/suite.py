@@ -21,67 +21,87 @@ every entry, and `benchmarks`, a list of entries:
 | `local`, `local_options` | with `--data-root DIR`: the data is read from `DIR/<local>` (default: the entry's name) when that exists, with `local_options` (relative `image_dir` resolved against it) |
 | `max_skipped_fraction` | the benchmark fails (and `mm-gpg eval` exits 1) when its source skips more than this fraction of the records it read as malformed (default 0.05); one that reads 0 samples always fails |
 
-Command-line `--set` overrides edit the raw YAML before it is checked: `defaults.sampling.n=4`,
-`mathvista.options.path=/data/MathVista`.
+One override syntax for every command (`mm-gpg train`, `mm-gpg eval`, `mm-gpg config show`):
+`key=value`, here `defaults.<key>`, `<benchmark name>.<key>` or `benchmarks[i].<key>`, e.g.
+`defaults.sampling.n=4`, `mathvista.options.path=/data/MathVista`. Overrides edit the file's
+layers (defaults, an entry) before they are merged and checked. The merging and checks are the
+training config's (mm_gpg.config: OmegaConf structured configs over the dataclasses below), so a
+suite's keys, types and errors behave the same way.
 """
 from __future__ import annotations
 
-import copy
+import dataclasses
 import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
-import yaml
+from omegaconf import OmegaConf
 
 from data_prep.registry import did_you_mean
+from mm_gpg.config import (ConfigError, build, check_mapping, escape_interpolations, join_key, merge_layer,
+                           parse_override, read_yaml_file, schema_config, set_key, split_key)
+from mm_gpg.sampling import SamplingParams, sampling_problems
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
 PROMPT_STYLES = ("r1", "boxed", "direct")
-ENTRY_KEYS = ("name", "source", "split", "options", "limit", "subset", "prompt_style", "system_prompt",
-              "min_pixels", "max_pixels", "sampling", "verifier", "categories", "batch_size", "local",
-              "local_options", "max_skipped_fraction")
-SAMPLING_KEYS = ("n", "greedy", "temperature", "top_p", "top_k", "max_new_tokens")
-TOP_KEYS = ("name", "description", "defaults", "benchmarks")
 PATH_OPTIONS = ("path", "image_dir")
+OVERRIDE_EXAMPLE = "defaults.sampling.n=4 or mathvista.options.path=/data/MathVista"
 
 
-class SuiteError(ValueError):
+class SuiteError(ConfigError):
     """A suite file or override that cannot be used; the message names the file and key."""
 
 
-@dataclass
-class Sampling:
-    n: int = 1
-    """Completions per prompt; n > 1 reports mean@n and pass@n."""
-    greedy: bool = True
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    max_new_tokens: int = 512
+def _default_verifier() -> dict:
+    return {"name": "accuracy", "mode": "official"}
 
 
 @dataclass
 class Benchmark:
-    name: str
-    source: str
+    name: str = ""
+    """The benchmark's name in reports, unique in the suite (default: `source`)."""
+    source: str = ""
+    """A registered data source (`data_prep.registry`): an adapter or `synthetic`."""
     split: str | None = None
+    """The split to read (passed to the source's loader)."""
     options: dict = field(default_factory=dict)
+    """More loader options (`path`, `config`, `image_dir`, `on_bad_record`, source options...)."""
     limit: int | None = None
+    """Evaluate the first N samples (after `subset`); null: all."""
     subset: dict | None = None
+    """`{size: N, seed: S}` (or just N): N samples chosen by a hash of (seed, sample id), so the
+    choice does not depend on the source's order."""
     prompt_style: str = "r1"
+    """r1 (<think>/<answer> tags), boxed (\\boxed{}) or direct (`data_prep.prompts`)."""
     system_prompt: str | None = None
+    """System turn; null keeps the chat template's default."""
     min_pixels: int = 56 * 56
+    """Smallest image area after qwen-vl-utils resizing."""
     max_pixels: int = 1280 * 28 * 28
-    sampling: Sampling = field(default_factory=Sampling)
-    verifier: dict = field(default_factory=lambda: {"name": "accuracy", "mode": "official"})
+    """Largest image area after qwen-vl-utils resizing (bounds image tokens)."""
+    sampling: SamplingParams = field(default_factory=lambda: SamplingParams(max_new_tokens=512, greedy=True))
+    """How answers are drawn: {n, greedy, temperature, top_p, top_k, max_new_tokens}; greedy
+    defaults to n == 1; n > 1 reports mean@n and pass@n. The seed comes from the run (--seed)."""
+    verifier: dict = field(default_factory=_default_verifier)
+    """A reward spec for `rewards.build_scorer`: {name: accuracy, mode: official} routes each
+    sample to its benchmark's rule; {name: mathvista, mode: lenient} or {fn: file.py:fn} also
+    work. An entry's verifier replaces the defaults' one whole (it is not merged key by key)."""
     categories: list = field(default_factory=list)
+    """Keys to break accuracy down by: `task`, `answer_type` or a `Sample.meta` key (list values
+    count in each of their categories); a single key may be given as a string."""
     batch_size: int = 8
+    """Prompts per generate call."""
     local: str | None = None
+    """With `--data-root DIR`: the data is read from DIR/<local> (default: the entry's name) when
+    that exists."""
     local_options: dict = field(default_factory=dict)
+    """Loader options used with the local copy (a relative `image_dir` is resolved against it)."""
     max_skipped_fraction: float = 0.05
-    """More skipped (malformed) records than this fraction of those read fails the benchmark."""
+    """More skipped (malformed) records than this fraction of those read fails the benchmark (and
+    `mm-gpg eval` exits 1); one that reads 0 samples always fails."""
 
     def loader_options(self) -> dict:
         """Keyword arguments for `load_source(self.source, ...)` (without `limit`)."""
@@ -95,11 +115,48 @@ class Benchmark:
 
 
 @dataclass
+class SuiteFile:
+    """The shape of a suite YAML file (checked with the training config's machinery)."""
+    name: str | None = None
+    """The suite's name in reports (default: the file's name)."""
+    description: str | None = None
+    """One line saying what the suite measures."""
+    defaults: dict | None = None
+    """Entry keys merged into every benchmark entry (any key of a benchmark but name and source)."""
+    benchmarks: list = field(default_factory=list)
+    """The benchmark entries (a non-empty list of mappings, each with at least `source`)."""
+
+
+@dataclass
+class VerifierSpec:
+    """The keys a benchmark's `verifier` may hold (the values are checked by rewards.build_scorer)."""
+    name: str | None = None
+    """A registered verifier (accuracy routes by task)."""
+    fn: str | None = None
+    """A plug-in: path/to/file.py:function or package.module:function."""
+    mode: str | None = None
+    """official or lenient."""
+
+
+@dataclass
+class SubsetSpec:
+    """The keys of a benchmark's `subset`."""
+    size: int | None = None
+    """How many samples to choose (required, >= 1)."""
+    seed: int = 0
+    """Seeds the hash that chooses them."""
+
+
+@dataclass
 class Suite:
     name: str
+    """The suite's name in reports."""
     description: str = ""
+    """What it measures."""
     benchmarks: list = field(default_factory=list)
+    """The resolved `Benchmark` entries, in the file's order."""
     path: str | None = None
+    """The YAML file it was read from."""
 
     def to_dict(self) -> dict:
         """The resolved suite (what ran), without the file's location."""
@@ -138,193 +195,157 @@ def suite_path(name_or_path: str | os.PathLike) -> Path:
     return builtin
 
 
-def _merge(base: dict, top: dict) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in top.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "verifier":
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
+def _entry_label(entry: Any, i: int) -> str:
+    return str(entry.get("name", entry.get("source", i))) if isinstance(entry, dict) else str(i)
 
 
-def parse_set(text: str) -> tuple[list[str], object]:
-    """`a.b.c=value` -> (["a", "b", "c"], YAML-parsed value)."""
-    if "=" not in text:
-        raise SuiteError(f"--set {text!r}: expected KEY=VALUE, e.g. defaults.sampling.n=4 or "
-                         f"mathvista.options.path=/data/MathVista")
-    key, raw = text.split("=", 1)
-    parts = [p for p in key.strip().split(".") if p]
-    if len(parts) < 2:
-        raise SuiteError(f"--set {text!r}: the key must start with 'defaults.' or a benchmark name, "
-                         f"e.g. defaults.sampling.n=4")
+def _layer(raw: Any, where: str) -> dict:
+    """One layer of an entry (the defaults or an entry) with its shorthands written out:
+    `subset: N` -> {size: N, seed: 0}, `categories: key` -> [key]."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise SuiteError(f"{where}: expected a mapping, got {raw!r}")
+    layer = dict(raw)
+    subset = layer.get("subset")
+    if isinstance(subset, int) and not isinstance(subset, bool):
+        layer["subset"] = {"size": subset, "seed": 0}
+    if isinstance(layer.get("categories"), str):
+        layer["categories"] = [layer["categories"]]
+    if isinstance(layer.get("sampling"), dict) and "seed" in layer["sampling"]:
+        raise SuiteError(f"{where}.sampling: unknown key 'seed': the sampling seed comes from the run "
+                         f"(mm-gpg eval --seed, train.seed)")
+    return layer
+
+
+def apply_override(data: dict, text: str, where: str) -> None:
+    """One `key=value` suite override, applied to the file's document (its `defaults` or one
+    entry's layer) with the training config's checks: the key must be a benchmark key (nearest
+    one suggested), the value of its type; mappings merge key by key."""
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return parts, value
-
-
-def _apply_set(data: dict, text: str, where: str) -> None:
-    parts, value = parse_set(text)
+        key, value = parse_override(text, example=OVERRIDE_EXAMPLE)
+    except ConfigError as exc:
+        raise SuiteError(f"{where}: {exc}") from None
+    at = f"{where}: override {text!r}"
+    parts = split_key(key, at)
     head, rest = parts[0], parts[1:]
-    if head == "defaults":
-        target = data.setdefault("defaults", {}) or {}
-        data["defaults"] = target
+    entries = data.get("benchmarks") if isinstance(data.get("benchmarks"), list) else []
+    names = [_entry_label(e, i) for i, e in enumerate(entries)]
+    if head == "benchmarks" and rest and isinstance(rest[0], int):
+        if rest[0] >= len(entries):
+            raise SuiteError(f"{at}: the suite has {len(entries)} benchmarks, so there is no benchmarks[{rest[0]}]")
+        holder, slot, rest = entries, rest[0], rest[1:]
+    elif head == "defaults":
+        holder, slot = data, "defaults"
+    elif isinstance(head, str) and head in names:
+        holder, slot = entries, names.index(head)
     else:
-        entries = data.get("benchmarks") or []
-        names = [e.get("name", e.get("source")) for e in entries if isinstance(e, dict)]
-        matches = [e for e in entries if isinstance(e, dict) and e.get("name", e.get("source")) == head]
-        if not matches:
-            raise SuiteError(f"{where}: --set {text!r}: no benchmark {head!r}{did_you_mean(head, names)}; "
-                             f"use 'defaults.' or one of {names}")
-        target = matches[0]
-    for part in rest[:-1]:
-        nxt = target.get(part)
-        if nxt is None:
-            nxt = target[part] = {}
-        if not isinstance(nxt, dict):
-            raise SuiteError(f"{where}: --set {text!r}: {part!r} is not a mapping")
-        target = nxt
-    target[rest[-1]] = value
+        raise SuiteError(f"{at}: no benchmark {head!r}{did_you_mean(head, names)}; the key starts with "
+                         f"'defaults.', a benchmark's name ({', '.join(names)}) or 'benchmarks[i].'")
+    if not rest or isinstance(rest[0], int):
+        raise SuiteError(f"{at}: name a benchmark key after {join_key(parts[:len(parts) - len(rest)])!r}, "
+                         f"e.g. {OVERRIDE_EXAMPLE}")
+    if slot == "defaults" and rest[0] in ("name", "source"):
+        raise SuiteError(f"{at}: 'defaults' cannot set {rest[0]!r} (each entry has its own)")
+    layer_cfg = OmegaConf.create(escape_interpolations(_layer(holder[slot], at)))
+    set_key(layer_cfg, Benchmark, join_key(rest), value, at, noun="key")
+    holder[slot] = OmegaConf.to_container(layer_cfg, resolve=True)
 
 
-def _check_keys(mapping: dict, allowed, where: str) -> None:
-    for key in mapping:
-        if key not in allowed:
-            raise SuiteError(f"{where}: unknown key {key!r}{did_you_mean(key, allowed)}; valid keys: {list(allowed)}")
+def _build_benchmark(defaults: dict, entry: dict, file_where: str, where: str) -> Benchmark:
+    """defaults -> entry, merged onto Benchmark's own defaults, checked, resolved."""
+    layers = [(_layer(defaults, f"{file_where}: defaults"), f"{file_where}: defaults"), (_layer(entry, where), where)]
+    verifier = _default_verifier()
+    cfg = schema_config(Benchmark)
+    for layer, where in layers:
+        if "verifier" in layer:  # replaced whole: {fn: ...} must not inherit the defaults' name
+            verifier = layer.pop("verifier")
+            if not isinstance(verifier, dict):
+                raise SuiteError(f"{where}.verifier: expected a mapping like {{name: accuracy, mode: official}}, "
+                                 f"got {verifier!r}")
+            check_mapping(VerifierSpec, dict(verifier), f"{where}.verifier", noun="key", list_valid=True)
+        if isinstance(layer.get("subset"), dict):
+            check_mapping(SubsetSpec, dict(layer["subset"]), f"{where}.subset", noun="key", list_valid=True)
+        cfg = merge_layer(cfg, Benchmark, layer, where, noun="key", list_valid=True)
+    b = build(cfg, where)
+    b.verifier = dict(verifier)
+    b.name = b.name or b.source
+    if not any("greedy" in (layer.get("sampling") or {}) for layer, _ in layers):
+        b.sampling = dataclasses.replace(b.sampling, greedy=b.sampling.n == 1)
+    _check_benchmark(b, where)
+    return b
 
 
-def _int(value, where: str, minimum: int = 0, optional: bool = False):
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise SuiteError(f"{where}: expected an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def _number(value, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise SuiteError(f"{where}: expected a number, got {value!r}")
-    return float(value)
-
-
-def _sampling(raw, where: str) -> Sampling:
-    raw = dict(raw or {})
-    _check_keys(raw, SAMPLING_KEYS, where)
-    n = _int(raw.get("n", 1), f"{where}.n", minimum=1)
-    greedy = raw.get("greedy")
-    if greedy is None:
-        greedy = n == 1
-    if not isinstance(greedy, bool):
-        raise SuiteError(f"{where}.greedy: expected true, false or null, got {greedy!r}")
-    if greedy and n > 1:
-        raise SuiteError(f"{where}: greedy decoding with n={n} gives {n} identical answers; set "
-                         f"greedy: false (and a temperature) for mean@k / pass@k")
-    s = Sampling(n=n, greedy=greedy,
-                 temperature=_number(raw.get("temperature", 1.0), f"{where}.temperature"),
-                 top_p=_number(raw.get("top_p", 1.0), f"{where}.top_p"),
-                 top_k=_int(raw.get("top_k", 0), f"{where}.top_k"),
-                 max_new_tokens=_int(raw.get("max_new_tokens", 512), f"{where}.max_new_tokens", minimum=1))
-    if not greedy and s.temperature <= 0:
-        raise SuiteError(f"{where}.temperature: must be > 0 when sampling (or set greedy: true)")
-    return s
-
-
-def _benchmark(raw: dict, where: str) -> Benchmark:
-    _check_keys(raw, ENTRY_KEYS, where)
-    source = raw.get("source")
-    if not isinstance(source, str) or not source:
+def _check_benchmark(b: Benchmark, where: str) -> None:
+    if not b.source:
         raise SuiteError(f"{where}: 'source' is required (a registered data source, e.g. mathvista)")
     from data_prep.registry import source_names
     names = source_names()
-    if source not in names:
-        raise SuiteError(f"{where}.source: unknown data source {source!r}{did_you_mean(source, names)}; "
+    if b.source not in names:
+        raise SuiteError(f"{where}.source: unknown data source {b.source!r}{did_you_mean(b.source, names)}; "
                          f"registered: {names}")
-    name = raw.get("name", source)
-    if not isinstance(name, str) or not name or any(c in name for c in "/\\ \t\n"):
-        raise SuiteError(f"{where}.name: expected a short name without spaces or slashes, got {name!r}")
-    style = raw.get("prompt_style", "r1")
-    if style not in PROMPT_STYLES:
-        raise SuiteError(f"{where}.prompt_style: unknown style {style!r}{did_you_mean(style, PROMPT_STYLES)}; "
-                         f"valid: {list(PROMPT_STYLES)}")
-    options = raw.get("options") or {}
-    if not isinstance(options, dict):
-        raise SuiteError(f"{where}.options: expected a mapping, got {options!r}")
-    if "limit" in options:
+    if any(c in b.name for c in "/\\ \t\n"):
+        raise SuiteError(f"{where}.name: expected a short name without spaces or slashes, got {b.name!r}")
+    if b.prompt_style not in PROMPT_STYLES:
+        raise SuiteError(f"{where}.prompt_style: unknown style {b.prompt_style!r}"
+                         f"{did_you_mean(b.prompt_style, PROMPT_STYLES)}; valid: {list(PROMPT_STYLES)}")
+    if "limit" in b.options:
         raise SuiteError(f"{where}.options: give 'limit' at the entry level, not in options")
-    verifier = raw.get("verifier") or {"name": "accuracy", "mode": "official"}
-    if not isinstance(verifier, dict):
-        raise SuiteError(f"{where}.verifier: expected a mapping like {{name: accuracy, mode: official}}")
-    _check_keys(verifier, ("name", "fn", "mode"), f"{where}.verifier")
-    categories = raw.get("categories") or []
-    if isinstance(categories, str):
-        categories = [categories]
-    if not isinstance(categories, list) or not all(isinstance(c, str) for c in categories):
-        raise SuiteError(f"{where}.categories: expected a list of keys, got {categories!r}")
-    subset = raw.get("subset")
-    if subset is not None:
-        if isinstance(subset, int) and not isinstance(subset, bool):
-            subset = {"size": subset, "seed": 0}
-        if not isinstance(subset, dict):
-            raise SuiteError(f"{where}.subset: expected {{size: N, seed: S}} or N, got {subset!r}")
-        _check_keys(subset, ("size", "seed"), f"{where}.subset")
-        subset = {"size": _int(subset.get("size"), f"{where}.subset.size", minimum=1),
-                  "seed": _int(subset.get("seed", 0), f"{where}.subset.seed")}
-    local_options = raw.get("local_options") or {}
-    if not isinstance(local_options, dict):
-        raise SuiteError(f"{where}.local_options: expected a mapping")
-    split = raw.get("split")
-    if split is not None and not isinstance(split, str):
-        raise SuiteError(f"{where}.split: expected a string, got {split!r}")
-    max_skipped = _number(raw.get("max_skipped_fraction", 0.05), f"{where}.max_skipped_fraction")
-    if not 0.0 <= max_skipped <= 1.0:
-        raise SuiteError(f"{where}.max_skipped_fraction: expected a fraction in [0, 1], got {max_skipped!r}")
-    b = Benchmark(
-        name=name, source=source, split=split, options=dict(options),
-        limit=_int(raw.get("limit"), f"{where}.limit", optional=True), subset=subset,
-        prompt_style=style, system_prompt=raw.get("system_prompt"),
-        min_pixels=_int(raw.get("min_pixels", 56 * 56), f"{where}.min_pixels", minimum=1),
-        max_pixels=_int(raw.get("max_pixels", 1280 * 28 * 28), f"{where}.max_pixels", minimum=1),
-        sampling=_sampling(raw.get("sampling"), f"{where}.sampling"), verifier=dict(verifier),
-        categories=list(categories), batch_size=_int(raw.get("batch_size", 8), f"{where}.batch_size", minimum=1),
-        local=raw.get("local"), local_options=dict(local_options), max_skipped_fraction=max_skipped)
+    if b.limit is not None and b.limit < 0:
+        raise SuiteError(f"{where}.limit: expected an integer >= 0 or null, got {b.limit!r}")
+    if b.subset is not None:
+        size, seed = b.subset.get("size"), b.subset.get("seed", 0)
+        if size is None or size < 1:
+            raise SuiteError(f"{where}.subset.size: expected an integer >= 1, got {size!r}")
+        if seed < 0:
+            raise SuiteError(f"{where}.subset.seed: expected an integer >= 0, got {seed!r}")
+        b.subset = {"size": size, "seed": seed}
+    if not all(isinstance(c, str) for c in b.categories):
+        raise SuiteError(f"{where}.categories: expected a list of keys, got {b.categories!r}")
+    for key in ("min_pixels", "max_pixels", "batch_size"):
+        if getattr(b, key) < 1:
+            raise SuiteError(f"{where}.{key}: expected an integer >= 1, got {getattr(b, key)!r}")
     if b.min_pixels > b.max_pixels:
         raise SuiteError(f"{where}: min_pixels {b.min_pixels} > max_pixels {b.max_pixels}")
-    return b
+    if not 0.0 <= b.max_skipped_fraction <= 1.0:
+        raise SuiteError(f"{where}.max_skipped_fraction: expected a fraction in [0, 1], got {b.max_skipped_fraction!r}")
+    for key, problem in sampling_problems(b.sampling):
+        raise SuiteError(f"{where}.sampling.{key}: {problem}")
 
 
 def load_suite(name_or_path: str | os.PathLike, overrides: list[str] = (), *, data_root: str | None = None,
                only: list[str] | None = None) -> Suite:
-    """Read, merge (defaults -> entry -> `--set` overrides), check and resolve a suite."""
+    """Read, merge (Benchmark's defaults -> the file's defaults -> entry, each after the
+    `key=value` overrides edited it), check and resolve a suite."""
     path = suite_path(name_or_path)
     where = str(path) if path.parent != SUITES_DIR else f"suite {path.stem!r}"
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise SuiteError(f"{where}: not valid YAML: {str(exc).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise SuiteError(f"{where}: expected a mapping with 'benchmarks'")
-    _check_keys(data, TOP_KEYS, where)
-    for item in overrides:
-        _apply_set(data, item, where)
-    defaults = data.get("defaults") or {}
-    if not isinstance(defaults, dict):
-        raise SuiteError(f"{where}: 'defaults' must be a mapping")
-    _check_keys(defaults, [k for k in ENTRY_KEYS if k not in ("name", "source")], f"{where}: defaults")
-    entries = data.get("benchmarks")
-    if not isinstance(entries, list) or not entries:
-        raise SuiteError(f"{where}: 'benchmarks' must be a non-empty list")
-    benchmarks, seen = [], set()
-    for i, entry in enumerate(entries):
-        if not isinstance(entry, dict):
-            raise SuiteError(f"{where}: benchmarks[{i}]: expected a mapping with 'source'")
-        label = entry.get("name", entry.get("source", i))
-        b = _benchmark(_merge(defaults, entry), f"{where}: benchmarks[{label}]")
-        if b.name in seen:
-            raise SuiteError(f"{where}: two benchmarks are named {b.name!r}; give each a distinct 'name'")
-        seen.add(b.name)
-        benchmarks.append(b)
+        data = read_yaml_file(path)
+        if data is None:
+            data = {}
+        check_mapping(SuiteFile, data, where, noun="key", list_valid=True)
+        for item in overrides:
+            apply_override(data, item, where)
+        for key in ("name", "source"):
+            if key in (data.get("defaults") or {}):
+                raise SuiteError(f"{where}: defaults: unknown key {key!r}: each entry gives its own")
+        entries = data.get("benchmarks")
+        if not entries:
+            raise SuiteError(f"{where}: 'benchmarks' must be a non-empty list")
+        benchmarks, seen = [], set()
+        for i, entry in enumerate(entries):
+            if not isinstance(entry, dict):
+                raise SuiteError(f"{where}: benchmarks[{i}]: expected a mapping with 'source'")
+            b = _build_benchmark(data.get("defaults") or {}, entry, where,
+                                 f"{where}: benchmarks[{_entry_label(entry, i)}]")
+            if b.name in seen:
+                raise SuiteError(f"{where}: two benchmarks are named {b.name!r}; give each a distinct 'name'")
+            seen.add(b.name)
+            benchmarks.append(b)
+    except SuiteError:
+        raise
+    except ConfigError as exc:  # the shared machinery's errors, already naming the file and key
+        raise SuiteError(str(exc)) from None
     suite = Suite(name=str(data.get("name") or path.stem), description=str(data.get("description") or ""),
                   benchmarks=benchmarks, path=str(path))
     if only:
@@ -360,15 +381,18 @@ def apply_run_options(suite: Suite, *, limit: int | None = None, max_new_tokens:
     for b in suite.benchmarks:
         if limit is not None:
             b.limit = limit if b.limit is None else min(b.limit, limit)
-        if max_new_tokens is not None:
-            b.sampling.max_new_tokens = max_new_tokens
         if batch_size is not None:
             b.batch_size = batch_size
+        changes: dict = {}
+        if max_new_tokens is not None:
+            changes["max_new_tokens"] = max_new_tokens
         if temperature is not None:
-            b.sampling.temperature = temperature
+            changes["temperature"] = temperature
         if n is not None:
-            b.sampling.n = n
+            changes["n"] = n
             if n > 1:
-                b.sampling.greedy = False
+                changes["greedy"] = False
             elif temperature is None:
-                b.sampling.greedy = True
+                changes["greedy"] = True
+        if changes:
+            b.sampling = dataclasses.replace(b.sampling, **changes)

@@ -7,6 +7,7 @@
     mm-gpg export CHECKPOINT OUT
     mm-gpg plot RUN_DIR [RUN_DIR ...] [--out DIR]
     mm-gpg view RUN_DIR|EVAL_DIR [--out PAGE.html]
+    mm-gpg config show [--config X.yaml | --suite NAME|FILE.yaml] [key=value ...]
 
 Exit status 2 with one line `mm-gpg: error: ...` for a user error (data_prep.errors.USER_ERRORS);
 any other exception is a bug and keeps its traceback (exit status 1). MM_GPG_DEBUG=1 in the
@@ -184,6 +185,30 @@ def plot_command(argv: list[str]) -> int:
     return main(argv)
 
 
+def config_command(argv: list[str]) -> int:
+    """`mm-gpg config show`: the resolved training config (or a suite) as YAML, each key with its
+    docstring above it; the same merging and checks as `mm-gpg train` / `mm-gpg eval`."""
+    p = argparse.ArgumentParser(prog="mm-gpg config", description="Print the resolved config (defaults <- "
+                                "--config YAML <- key=value overrides) with each key's docstring.")
+    p.add_argument("action", choices=["show"])
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--config", help="YAML recipe (see configs/); default: the built-in defaults")
+    which.add_argument("--suite", help="show an eval suite instead: a built-in name or a YAML file")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="overrides, as for `mm-gpg train` (or `mm-gpg eval` with --suite)")
+    args = p.parse_intermixed_args(argv)
+    from mm_gpg.config import load_config, render_with_docs
+    if args.suite:
+        from eval.suite import load_suite
+        resolved, source = load_suite(args.suite, args.overrides), f"suite {args.suite}"
+    else:
+        resolved, source = load_config(args.config, args.overrides), args.config or "the defaults"
+    edits = f" <- {len(args.overrides)} override(s)" if args.overrides else ""
+    print(f"# Resolved from {source}{edits}. Each key's docstring is the comment above it.")
+    print(render_with_docs(resolved))
+    return 0
+
+
 def view_command(argv: list[str]) -> int:
     from mm_gpg.view import main
     return main(argv)
@@ -209,11 +234,12 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("export", help="write a training checkpoint in Hugging Face format", add_help=False)
     sub.add_parser("eval", help="run the eval suite", add_help=False)
     sub.add_parser("plot", help="GPG diagnostic plots (PNG) of one run or several", add_help=False)
+    sub.add_parser("config", help="print the resolved config (or a suite) with each key's docstring", add_help=False)
     sub.add_parser("view", help="a static HTML page browsing a run's rollouts or an eval's predictions",
                    add_help=False)
 
     passthrough = {"score": score_command, "data": data_command, "export": export_command, "plot": plot_command,
-                   "view": view_command}
+                   "view": view_command, "config": config_command}
     try:
         if argv and argv[0] in passthrough:
             return passthrough[argv[0]](argv[1:])

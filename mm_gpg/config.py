@@ -380,6 +380,30 @@ def unknown_key_error(where: str, key: str, section, prefix: str = "", root=None
     return ConfigError(text)
 
 
+def render_with_docs(obj: Any, indent: int = 0, docs: bool = True) -> str:
+    """A dataclass instance as YAML (what `load_config` reads back), each key preceded by its
+    docstring as comments: `mm-gpg config show`. A list of dataclasses (a suite's benchmarks)
+    carries the docstrings on its first entry only."""
+    pad, lines = "  " * indent, []
+    notes = field_docs(type(obj)) if docs else {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        lines += [f"{pad}# {line}".rstrip() for line in notes.get(f.name, "").splitlines()]
+        if dataclasses.is_dataclass(value):
+            lines += [f"{pad}{f.name}:", render_with_docs(value, indent + 1, docs)]
+        elif isinstance(value, list) and value and all(dataclasses.is_dataclass(v) for v in value):
+            lines.append(f"{pad}{f.name}:")
+            for k, item in enumerate(value):
+                label = getattr(item, "name", k)
+                lines += [f"{pad}  - # {label}", render_with_docs(item, indent + 2, docs and k == 0)]
+        else:
+            text = yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=10 ** 6,
+                                  allow_unicode=True).strip()
+            text = text[:-3].strip() if text.endswith("\n...") else text  # a scalar's document end
+            lines.append(f"{pad}{f.name}: {text}")
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------------------------------
 # Strict checks of each layer (YAML file, override) before OmegaConf merges it
 # ---------------------------------------------------------------------------------------------
@@ -448,15 +472,15 @@ def join_key(parts: list[str | int]) -> str:
     return "".join(f"[{p}]" if isinstance(p, int) else ("." if i else "") + p for i, p in enumerate(parts))
 
 
-def _escape(value: Any) -> Any:
+def escape_interpolations(value: Any) -> Any:
     """Values are literal: OmegaConf would read `${...}` in a string as an interpolation (a
     prompt or a path may well contain it), so it is escaped before OmegaConf sees it."""
     if isinstance(value, str):
         return re.sub(r"(\\*)\$\{", lambda m: m.group(1) * 2 + "\\${", value)
     if isinstance(value, dict):
-        return {k: _escape(v) for k, v in value.items()}
+        return {k: escape_interpolations(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_escape(v) for v in value]
+        return [escape_interpolations(v) for v in value]
     return value
 
 
@@ -479,7 +503,7 @@ def merge_layer(cfg: DictConfig, section, data: Any, where: str, **check) -> Dic
     mappings merge key by key, lists and values replace."""
     check_mapping(section, data, where, **check)
     try:
-        return OmegaConf.merge(cfg, _escape(data))
+        return OmegaConf.merge(cfg, escape_interpolations(data))
     except OmegaConfBaseException as exc:
         raise _omegaconf_error(where, exc) from None
 
@@ -511,8 +535,10 @@ def set_key(cfg: DictConfig, section, key: str, value: Any, where: str, noun: st
             else:
                 raise ConfigError(f"{where}: key {here!r} is a {_expects(hints[part])} setting, not a section, "
                                   f"so it has no key {join_key(parts[i + 1:])!r}")
-            node = node[part]
+            node = node.get(part) if isinstance(node, DictConfig) else None  # a partial layer may lack it
         elif isinstance(part, int):
+            if node is None:
+                raise ConfigError(f"{where}: {above!r} is not set here, so [{part}] addresses no list entry")
             if not isinstance(node, ListConfig):
                 raise ConfigError(f"{where}: {above!r} is not a list; [{part}] addresses a list entry")
             if part >= len(node):
@@ -528,7 +554,7 @@ def set_key(cfg: DictConfig, section, key: str, value: Any, where: str, noun: st
                                   f"no key {part!r}")
             node = node.get(part) if isinstance(node, DictConfig) else None
     try:
-        OmegaConf.update(cfg, key, _escape(value), merge=True)
+        OmegaConf.update(cfg, key, escape_interpolations(value), merge=True)
     except OmegaConfBaseException as exc:
         raise _omegaconf_error(where, exc) from None
 
@@ -732,7 +758,13 @@ def _check_relations(config: Config, fail) -> None:
             fail(f"rollout.vllm.{unknown[0]}", f"not a vLLM engine option{did_you_mean(unknown[0], allowed, cutoff=0.6)}"
                  f" (valid: {', '.join(sorted(allowed))})")
     if not isinstance(e.suite_overrides, list) or not all(isinstance(x, str) and "=" in x for x in e.suite_overrides):
-        fail("eval.suite_overrides", f"expects a list of KEY=VALUE strings, got {e.suite_overrides!r}")
+        fail("eval.suite_overrides", f"expects a list of key=value strings, got {e.suite_overrides!r}")
+    if e.suite is not None:  # the suite file and its overrides, checked now rather than at the first evaluation
+        from eval.suite import load_suite  # eval builds on the core: imported only here
+        try:
+            load_suite(e.suite, e.suite_overrides)
+        except (ConfigError, KeyError) as exc:
+            fail("eval.suite_overrides" if e.suite_overrides else "eval.suite", " ".join(str(exc).split()))
     w = config.logging.wandb
     if w:
         unknown = sorted(str(k) for k in w if k not in WANDB_KEYS)
