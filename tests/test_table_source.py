@@ -138,6 +138,19 @@ def test_image_folder_with_metadata_csv(tmp_path):
     assert "Hint: Look closely." in build_messages(mc, "r1")[-1]["content"][-1]["text"]
 
 
+def test_empty_csv_cells_are_empty_not_nan(tmp_path):
+    """A CSV reader turns an empty cell of a numeric column into NaN: an empty gold is a bad
+    record, an empty choices column means no choices."""
+    write_png(tmp_path / "a.png", RED)
+    (tmp_path / "t.csv").write_text("image,question,answer,choices\na.png,How many?,3,\na.png,How many?,,\n")
+    with pytest.raises(BadRecord, match="field 'answer': expected an answer, the field is missing or empty"):
+        load_source("table", path=str(tmp_path / "t.csv"), choices_key="choices")
+    kept = load_source("table", path=str(tmp_path / "t.csv"), choices_key="choices", answer_type="integer",
+                       on_bad_record="skip")
+    assert len(kept) == 1 and kept.skipped == 1
+    assert (kept[0].answer, kept[0].choices) == ("3", None)
+
+
 def test_image_folder_with_split_folders_and_metadata_jsonl(tmp_path):
     for split, colour in (("train", RED), ("test", BLUE)):
         write_png(tmp_path / split / "x.png", colour)
@@ -263,8 +276,9 @@ BAD_RECORDS = [  # (record, field named, words of the reason)
     ({"image": "missing.png", "question": "q", "answer": "1"}, "image", "image file not found: 'missing.png'"),
     ({"image": "a.png", "question": "   ", "answer": "1"}, "question", "expected a non-empty string"),
     ({"image": "a.png", "question": "<image>", "answer": "1"}, "question", "got only an <image> placeholder"),
-    ({"image": "a.png", "question": "q", "answer": None}, "answer", "expected an answer, the field is missing"),
-    ({"image": "a.png", "question": "q", "answer": ""}, "answer", "expected a non-empty answer"),
+    ({"image": "a.png", "question": "q", "answer": None}, "answer", "expected an answer, the field is missing or empty"),
+    ({"image": "a.png", "question": "q", "answer": " "}, "answer", "expected an answer, the field is missing or empty"),
+    ({"image": "a.png", "question": "q", "answer": ["3", ""]}, "answer[1]", "expected a non-empty answer"),
     ({"image": "a.png", "question": "q", "answer": "D", "choices": ["x", "y"], "type": "multiple_choice"}, "answer",
      "expected an option text, a letter A-B or a 0-based index of the 2 choices, got 'D'"),
     ({"image": "a.png", "question": "q", "answer": "x", "choices": ["x"]}, "choices", "expected at least 2 options"),

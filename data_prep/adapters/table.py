@@ -38,6 +38,7 @@ columns it has; a malformed record is a `BadRecord` naming its field (skipped an
 from __future__ import annotations
 
 import json
+import math
 
 from ..registry import did_you_mean
 from ..schema import ANSWER_TYPES, Sample
@@ -82,6 +83,12 @@ def check_options(options: dict) -> dict:
         raise ValueError(f"table source: option meta_keys must be a list of column names, got {meta_keys!r}")
     options["meta_keys"] = list(meta_keys)
     return options
+
+
+def _blank(value) -> bool:
+    """An empty cell: null, white space, or the NaN a CSV reader puts in an empty numeric cell."""
+    return value is None or (isinstance(value, str) and not value.strip()) \
+        or (isinstance(value, float) and math.isnan(value))
 
 
 def _image_columns(options: dict, columns) -> list[str] | None:
@@ -146,7 +153,7 @@ def _choices(rec: dict, ctx: Ctx, rid: str) -> list[str] | None:
     if column is None:
         return None
     value = rec.get(column)
-    if value is None or (isinstance(value, str) and not value.strip()):
+    if _blank(value):
         return None
     if isinstance(value, str):
         parsed = literal_list(value)
@@ -185,6 +192,9 @@ def _answer_type(rec: dict, ctx: Ctx, rid: str, has_choices: bool) -> str:
 def _scalar_text(value, ctx: Ctx, rid: str, column: str) -> str:
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise bad(ctx, rid, column, f"expected a string or number, got {type(value).__name__}")
+    if isinstance(value, float) and value.is_integer():
+        # a CSV column of whole numbers with an empty cell is read as floats: 3 would become "3.0"
+        value = int(value)
     text = str(value).strip()
     if not text:
         raise bad(ctx, rid, column, "expected a non-empty answer, got an empty one")
@@ -233,7 +243,7 @@ def _decoded(rec: dict, ctx: Ctx) -> dict:
 def convert(rec: dict, ctx: Ctx) -> Sample:
     options = ctx.options
     rec = _decoded(rec, ctx)
-    id_key = options["id_key"] or ("id" if rec.get("id") is not None else None)
+    id_key = options["id_key"] or ("id" if "id" in rec else None)
     rid = record_id(rec, id_key, ctx)
     question_key, answer_key = options["question_key"], options["answer_key"]
     question = strip_bare_image_tokens(get_str(rec, question_key, ctx, rid))
@@ -249,8 +259,8 @@ def convert(rec: dict, ctx: Ctx) -> Sample:
     answer_type = _answer_type(rec, ctx, rid, choices is not None)
     meta: dict = {}
     gold = rec.get(answer_key)
-    if gold is None:
-        raise bad(ctx, rid, answer_key, "expected an answer, the field is missing")
+    if _blank(gold):
+        raise bad(ctx, rid, answer_key, "expected an answer, the field is missing or empty")
     if answer_type == "multiple_choice":
         if choices is None:
             raise bad(ctx, rid, options["choices_key"] or "choices",
