@@ -868,7 +868,7 @@ def validate(config: Config) -> None:
     if config.algorithm.kl_coef < 0:
         fail("algorithm.kl_coef", "must be >= 0")
     from data_prep.prompts import STYLE_INSTRUCTIONS
-    from .algorithms import AGGREGATIONS, ALGORITHMS
+    from .algorithms import AGGREGATIONS, ALGORITHMS, SCALE_REWARDS
     for key, value, registry in (("algorithm.name", config.algorithm.name, ALGORITHMS),
                                  ("algorithm.aggregation", config.algorithm.aggregation, AGGREGATIONS)):
         if value is not None:
@@ -880,8 +880,8 @@ def validate(config: Config) -> None:
         with_kl = [n for n in ALGORITHMS.names() if ALGORITHMS.get(n).kl]
         fail("algorithm.kl_coef", f"must be 0 for {config.algorithm.name}, whose loss has no KL term "
                                   f"(algorithms with one: {', '.join(with_kl)})")
-    if config.algorithm.scale_rewards not in (None, "none", "std"):
-        fail("algorithm.scale_rewards", "must be none or std")
+    if config.algorithm.scale_rewards not in (None, *SCALE_REWARDS):
+        fail("algorithm.scale_rewards", f"must be {' or '.join(SCALE_REWARDS)}")
     if config.data.prompt_style not in STYLE_INSTRUCTIONS:
         fail("data.prompt_style", f"must be one of {sorted(STYLE_INSTRUCTIONS)}")
     if config.rollout.engine not in ("hf", "vllm"):
