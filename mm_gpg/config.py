@@ -354,20 +354,26 @@ def nearest_key(leaf: str, section, prefix: str = "", root=None) -> str | None:
     comes first, compared by the leaf name alone (so `train.learning_rate` is near `train.lr`, not
     the globally similar-looking `train.max_nonfinite`): a key that abbreviates the leaf by its
     words' initials (learning_rate -> lr) or that the leaf abbreviates (mnt -> max_new_tokens),
-    then the closest spelling. Then the same leaf in another section of `root`, then the closest
-    full key anywhere."""
+    then one that starts the leaf or that the leaf starts (rank -> r, temp -> temperature), then
+    the closest spelling. Then the same or the closest leaf name in any section of `root`."""
     siblings = list(_hints(section))
     for name in siblings:
         if ("_" in leaf and _initials(leaf) == name) or ("_" in name and _initials(name) == leaf):
             return prefix + name
+    shortened = [name for name in siblings if leaf.startswith(name) or name.startswith(leaf)]
+    if shortened:  # rank -> r, temp -> temperature: the longest such key
+        return prefix + max(shortened, key=len)
     near = closest(leaf, siblings, cutoff=0.6)
     if near is not None:
         return prefix + near
     if root is None:
         return None
-    everything = all_keys(root)
-    same_leaf = [k for k in everything if k.rpartition(".")[2] == leaf]
-    return same_leaf[0] if same_leaf else closest(prefix + leaf, everything, cutoff=0.6)
+    # elsewhere, again by the leaf name: whole keys would all look alike through a shared prefix
+    by_leaf: dict[str, str] = {}
+    for key in all_keys(root):
+        by_leaf.setdefault(key.rpartition(".")[2], key)
+    near = leaf if leaf in by_leaf else closest(leaf, by_leaf, cutoff=0.6)
+    return None if near is None else by_leaf[near]
 
 
 def unknown_key_error(where: str, key: str, section, prefix: str = "", root=None, noun: str = "config key",
