@@ -14,6 +14,9 @@ import math
 import os
 from pathlib import Path
 
+from data_prep.errors import DataError, UserError
+from data_prep.files import write_text_atomic
+
 
 def read_records(path: str | os.PathLike) -> list[dict]:
     """The records of a JSON-lines file the runs write (metrics, rollouts, predictions). A bad line
@@ -25,12 +28,12 @@ def read_records(path: str | os.PathLike) -> list[dict]:
             records.append(json.loads(line))
         except ValueError:
             if number < len(lines):
-                raise ValueError(f"{path}:{number}: not a JSON line") from None
+                raise DataError(f"{path}:{number}: not a JSON line") from None
     return records
 
 
-class HistoryError(ValueError):
-    """The metrics history a resumed run would continue is missing or damaged (a ValueError: the
+class HistoryError(UserError):
+    """The metrics history a resumed run would continue is missing or damaged (a user error: the
     CLI prints it as one line)."""
 
 
@@ -128,7 +131,6 @@ class MetricsLogger:
                                 f"{expected} (the file was deleted, replaced or edited)")
         if problems and required:
             raise HistoryError(f"resume: metrics history damaged: {problems[0]}; {hint}")
-        from data_prep.files import write_text_atomic
         self._file.close()
         write_text_atomic(self.path, b"".join(line + b"\n" for line in kept).decode("utf-8"))
         self._file = open(self.path, "a", encoding="utf-8")
