@@ -5,7 +5,8 @@
     mm-gpg data inspect synthetic --option tasks='["count_shapes"]'
 
 People would rather look than read: the sheet shows each sample's image(s), question and gold.
-`main(argv)` returns 0 on success; on any error it prints one line to stderr and returns 2.
+`main(argv)` returns 0 on success; on a user error (data_prep.errors) it prints one line to stderr
+and returns 2; any other error is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
+from .errors import USER_ERRORS, UserError, debug_enabled, error_line
 from .registry import get_source
 from .schema import Sample, load_image
 
@@ -26,8 +28,8 @@ PROG = "mm-gpg data inspect"
 TILE_W, THUMB_H, TEXT_LINES, LINE_H, PAD = 300, 180, 8, 15, 6
 
 
-class _UsageError(Exception):
-    pass
+class _UsageError(UserError):
+    """A bad command line (an option, its value)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -192,10 +194,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # a CLI: every failure is one line, never a traceback
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-        message = " ".join(str(message).split()) or type(exc).__name__
-        print(f"{PROG}: error: {message}", file=sys.stderr)
+    except USER_ERRORS as exc:  # one line; anything else is a bug and keeps its traceback
+        if debug_enabled():
+            raise
+        print(f"{PROG}: error: {error_line(exc) or type(exc).__name__}", file=sys.stderr)
         return 2
 
 
