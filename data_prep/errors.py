@@ -19,6 +19,7 @@ It lives in data_prep, the bottom layer, so that every package can raise these.
 from __future__ import annotations
 
 import os
+import sys
 
 
 class UserError(ValueError):
@@ -42,3 +43,12 @@ def debug_enabled() -> bool:
 def error_line(exc: BaseException) -> str:
     """The error's message on one line (white space folded)."""
     return " ".join(str(exc).split())
+
+
+def report_user_error(prog: str, exc: BaseException) -> int:
+    """Print a user error as the one line `PROG: error: MESSAGE` on stderr and return exit status
+    2; with MM_GPG_DEBUG set, re-raise it instead, so that its traceback shows."""
+    if debug_enabled():
+        raise exc
+    print(f"{prog}: error: {error_line(exc) or type(exc).__name__}", file=sys.stderr)
+    return 2

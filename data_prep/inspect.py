@@ -20,7 +20,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .errors import USER_ERRORS, UserError, debug_enabled, error_line
+from .errors import USER_ERRORS, UserError, report_user_error
 from .registry import get_source
 from .schema import Sample, load_image
 
@@ -195,10 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
     except USER_ERRORS as exc:  # one line; anything else is a bug and keeps its traceback
-        if debug_enabled():
-            raise
-        print(f"{PROG}: error: {error_line(exc) or type(exc).__name__}", file=sys.stderr)
-        return 2
+        return report_user_error(PROG, exc)
 
 
 if __name__ == "__main__":

@@ -19,17 +19,9 @@ import re
 import sys
 from pathlib import Path
 
-from data_prep.errors import USER_ERRORS, debug_enabled, error_line
+from data_prep.errors import USER_ERRORS, UserError, report_user_error
 
 from .metrics import N_BOOT
-
-
-def _error(prog: str, exc: BaseException) -> int:
-    """A user error as one line, exit status 2 (MM_GPG_DEBUG: re-raised with its traceback)."""
-    if debug_enabled():
-        raise exc
-    print(f"{prog}: error: {error_line(exc)}", file=sys.stderr)
-    return 2
 
 
 def run_parser() -> argparse.ArgumentParser:
@@ -84,15 +76,15 @@ def run_main(argv: list[str]) -> int:
 
     from .suite import apply_run_options, load_suite
     if args.resume and args.overwrite:
-        return _error("mm-gpg eval", ValueError("--resume and --overwrite exclude each other"))
+        return report_user_error("mm-gpg eval", UserError("--resume and --overwrite exclude each other"))
     from mm_gpg.device import check_device
     if check_device(args.device):
-        return _error("mm-gpg eval", ValueError(f"--device {args.device}: {check_device(args.device)}"))
+        return report_user_error("mm-gpg eval", UserError(f"--device {args.device}: {check_device(args.device)}"))
     for flag in ("limit", "max_new_tokens", "batch_size", "n"):
-        value = getattr(args, flag)
-        if value is not None and value < (0 if flag == "limit" else 1):
-            return _error("mm-gpg eval", ValueError(f"--{flag.replace('_', '-')}: must be >= "
-                                                    f"{0 if flag == 'limit' else 1}, got {value}"))
+        value, least = getattr(args, flag), 0 if flag == "limit" else 1
+        if value is not None and value < least:
+            return report_user_error("mm-gpg eval", UserError(f"--{flag.replace('_', '-')}: must be >= {least}, "
+                                                              f"got {value}"))
     try:
         only = [s.strip() for s in args.benchmarks.split(",") if s.strip()] if args.benchmarks else None
         suite = load_suite(args.suite, [*args.sets, *args.overrides], data_root=args.data_root, only=only)
@@ -112,7 +104,7 @@ def run_main(argv: list[str]) -> int:
                             timeout_s=args.timeout, n_boot=args.bootstrap, cache_dir=args.cache_dir,
                             quiet=args.quiet, engine_options=engine_options, progress=args.progress)
     except USER_ERRORS as exc:
-        return _error("mm-gpg eval", exc)
+        return report_user_error("mm-gpg eval", exc)
     return code
 
 
@@ -131,7 +123,7 @@ def compare_main(argv: list[str]) -> int:
     try:
         cmp = compare_reports(load_report(args.a), load_report(args.b), n_boot=args.bootstrap, seed=args.seed)
     except USER_ERRORS as exc:
-        return _error("mm-gpg eval compare", exc)
+        return report_user_error("mm-gpg eval compare", exc)
     print(render_comparison(cmp), end="")
     if args.output:
         if args.output.endswith(".json"):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 # Errors a user can cause (bad config, paths, records: data_prep.errors); anything else is a bug and
 # keeps its traceback. MM_GPG_DEBUG=1 shows user errors' tracebacks too.
-from data_prep.errors import USER_ERRORS, debug_enabled, error_line
+from data_prep.errors import USER_ERRORS, report_user_error
 
 
 def train_command(args) -> int:
@@ -249,10 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         return {"train": train_command, "init-tiny": init_tiny_command}[args.command](args)
     except USER_ERRORS as exc:
-        if debug_enabled():
-            raise
-        print(f"mm-gpg: error: {error_line(exc)}", file=sys.stderr)
-        return 2
+        return report_user_error("mm-gpg", exc)
 
 
 if __name__ == "__main__":

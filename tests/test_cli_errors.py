@@ -60,6 +60,8 @@ def test_a_user_error_raised_by_a_subcommand_and_a_missing_named_file_are_one_li
     assert (code, err) == (2, "mm-gpg: error: run.json: line 3: expected a record\n")
     code, err = _mm_gpg(["eval", "compare", "/nonexistent/a.json", "/nonexistent/b.json"])
     assert (code, err) == (2, "mm-gpg eval compare: error: no such report: /nonexistent/a.json\n")
+    code, err = _mm_gpg(["eval", "compare", "/nonexistent/a.json", "/nonexistent/b.json"], debug=True)
+    assert code == 1 and err.startswith("Traceback") and "no such report: /nonexistent/a.json" in err, err
 
 
 def test_what_counts_as_a_user_error():
