@@ -307,7 +307,7 @@ def _optional(tp) -> tuple[Any, bool]:
     return tp, False
 
 
-_TYPE_WORDS = {bool: "bool", int: "int", float: "float", str: "str", list: "list", dict: "mapping"}
+_TYPE_WORDS = {bool: "bool", int: "int", float: "float", str: "str", list: "list", dict: "dict"}
 
 
 def _expects(tp) -> str:
@@ -443,6 +443,8 @@ def check_value(tp, value: Any, key: str, where: str, noun: str = "config key", 
     else:
         ok = True
     if not ok:
+        if base is bool and optional:  # a switch with a third, "follow something else" state
+            raise ConfigError(f"{where}: key {key!r}: must be true, false or null, got {_short(value)}")
         raise ConfigError(f"{where}: key {key!r} expects {_expects(tp)}, got {_short(value)}")
     return value
 

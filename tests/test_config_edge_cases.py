@@ -115,7 +115,7 @@ def test_suite_files_read_yaml_1_2_floats_too(tmp_path):
 @pytest.mark.parametrize("override, expects", [
     ("eval.suite_limit=abc", "key 'eval.suite_limit' expects int or null, got 'abc'"),
     ("data.system_prompt=5", "key 'data.system_prompt' expects str or null, got 5"),
-    ("train.bf16=1", "key 'train.bf16' expects bool or null, got 1"),
+    ("train.bf16=1", "key 'train.bf16': must be true, false or null, got 1"),
     ("train.resume=[1]", "key 'train.resume' expects str or null, got [1]"),
     ("algorithm.scale_rewards=true", "key 'algorithm.scale_rewards' expects str or null, got True"),
     ("eval.suite={a: 1}", "key 'eval.suite' expects str or null, got {'a': 1}"),
