@@ -1,4 +1,7 @@
-"""Image sizing for Qwen-style vision towers, through qwen-vl-utils (the model family's own rule)."""
+"""Image sizing for the Qwen families (Qwen2-VL, Qwen2.5-VL), through qwen-vl-utils (their own rule).
+
+Only the Qwen path uses it: other families (Idefics3 / SmolVLM, ...) get the decoded image and
+their processor sizes it by its own rule (see docs/models.md)."""
 from __future__ import annotations
 
 from PIL import Image

@@ -6,7 +6,10 @@ import json
 import pytest
 import torch
 
+from PIL import Image, ImageDraw
+
 from data_prep.registry import load_source
+from data_prep.schema import Sample
 from mm_gpg.algorithms import ALGORITHMS, aggregation_normalizer
 from mm_gpg.learner import Learner
 from mm_gpg.policy import load_policy, model_part
@@ -75,6 +78,51 @@ def test_engine_sampling_logprobs_equal_the_learners(policy, dist, share_prompts
         theirs[i, :len(row)] = torch.tensor(row)
     assert int(mask.sum()) == sum(len(r) for r in rows) > 0
     assert torch.allclose(ours * mask, theirs, atol=1e-4), (ours * mask - theirs).abs().max()
+
+
+def squares(n: int) -> Image.Image:
+    image = Image.new("RGB", (96, 80), "white")  # not square: the whole-image tile is padded
+    draw = ImageDraw.Draw(image)
+    for k in range(n):
+        draw.rectangle((6 + 26 * k, 30, 26 + 26 * k, 50), fill=(220, 40, 40))
+    return image
+
+
+def test_a_two_image_prompt_and_a_text_only_prompt_in_one_batch(policy, dist):
+    """Prompts with different numbers of images (two, none) batched together: the engine pads the
+    image tensors per prompt, the learner gives each row its own prompt's features."""
+    question = "How many red squares are there in all the images?"
+    samples = [Sample(id="two", images=[squares(1), squares(2)], question=question, answer="3",
+                      answer_type="integer", task="pairs"),
+               Sample(id="none", images=[], question="What is 2 + 1?", answer="3", answer_type="integer",
+                      task="sums")]
+    prompts = encode_prompts(policy.processor, samples, "r1", 112 * 112, 112 * 112)
+    image_token = policy.model.config.image_token_id
+    assert int((prompts[1].input_ids == image_token).sum()) == 0
+    groups = build_engine("hf", policy=policy).generate(prompts, 2, SamplingParams(temperature=T, max_new_tokens=6,
+                                                                                   seed=5))
+    ours, mask = _learner(policy).logprobs(prompts, groups)
+    rows = [c.logprobs for g in groups for c in g]
+    theirs = torch.zeros_like(ours)
+    for i, row in enumerate(rows):
+        theirs[i, :len(row)] = torch.tensor(row)
+    assert torch.allclose(ours * mask, theirs, atol=1e-4), (ours * mask - theirs).abs().max()
+
+
+def test_only_the_qwen_path_sizes_images_to_min_max_pixels(family_dir, policy):
+    family, _ = family_dir
+    sample = load_source("synthetic", size=1)[0]  # a 112 x 112 image
+    small = encode_prompts(policy.processor, [sample], "r1", 56 * 56, 56 * 56)[0]
+    large = encode_prompts(policy.processor, [sample], "r1", 224 * 224, 224 * 224)[0]
+    if FAMILIES[family][2]:
+        # qwen-vl-utils: 56 x 56 is a 4 x 4 grid of 14-pixel patches, 224 x 224 a 16 x 16 grid
+        assert small.image_grid_thw.tolist() == [[1, 4, 4]] and large.image_grid_thw.tolist() == [[1, 16, 16]]
+    else:
+        # the processor's own rule, whatever data.min_pixels/max_pixels say: the longest edge goes
+        # to 128, cut into 2 x 2 tiles of 64 plus the whole image at 64: 5 tiles
+        assert torch.equal(small.input_ids, large.input_ids)
+        assert small.image_inputs["pixel_values"].shape == (1, 5, 3, 64, 64)
+        assert all(torch.equal(small.image_inputs[k], large.image_inputs[k]) for k in small.image_inputs)
 
 
 def test_frozen_parts_do_not_move_and_trained_parts_do(policy, dist):
