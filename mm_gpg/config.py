@@ -280,13 +280,6 @@ class Config:
     only on a terminal: a log file keeps its periodic lines instead of bar redraws."""
 
 
-def _get(config: Any, key: str) -> Any:
-    obj = config
-    for part in key.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
 # ---------------------------------------------------------------------------------------------
 # The schema's types, docstrings and keys (also used for suite files, eval/suite.py)
 # ---------------------------------------------------------------------------------------------
@@ -498,10 +491,9 @@ def _omegaconf_error(where: str, exc: Exception) -> ConfigError:
     return ConfigError(f"{where}: " + (f"key {key!r}: " if key else "") + text)
 
 
-def schema_config(cls, base: Any = None) -> DictConfig:
-    """An OmegaConf structured config of the dataclass `cls` (its defaults), or of `base`, a
-    dataclass instance whose values are the defaults instead."""
-    cfg = OmegaConf.structured(cls if base is None else base)
+def schema_config(cls) -> DictConfig:
+    """An OmegaConf structured config of the dataclass `cls`, holding its defaults."""
+    cfg = OmegaConf.structured(cls)
     OmegaConf.set_readonly(cfg, False)  # frozen dataclasses (SamplingParams) become read-only nodes
     return cfg
 
@@ -665,10 +657,9 @@ def read_yaml_file(path: Path) -> Any:
         raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = (), *, check: bool = True) -> Config:
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
     """defaults -> YAML file -> `key=value` overrides, through OmegaConf structured configs over
-    the dataclasses above; then `validate` (unless `check` is off: `mm-gpg config show` prints
-    a config even when a value is out of range)."""
+    the dataclasses above; then `validate`."""
     cfg = schema_config(Config)
     if path is not None:
         path = Path(path)
@@ -678,9 +669,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), *, ch
         key, value = parse_override(item)
         set_key(cfg, Config, key, value, f"override {item!r}", root=Config)
     config = build(cfg, "config")
-    if check:
-        validate(config)
+    validate(config)
     return config
+
+
+def _get(config: Any, key: str) -> Any:
+    obj = config
+    for part in key.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 # Ranges of the numeric settings: key -> (low, high, low included, high included); None: unbounded.
