@@ -233,3 +233,11 @@ def test_rollouts_suites_and_engines_share_one_sampling_type():
     rollout = load_config(None, ["rollout.temperature=0.7", "rollout.top_k=5", "rollout.group_size=4"]).rollout
     assert rollout.sampling_params(seed=3) == SamplingParams(temperature=0.7, top_p=1.0, top_k=5,
                                                              max_new_tokens=24, greedy=False, seed=3, n=4)
+
+
+def test_every_shown_key_has_a_docstring():
+    """`config show` prints field docstrings: the suite's and the sampling type's fields have them too."""
+    from eval.suite import Benchmark, Suite, SuiteFile
+    for cls in (Benchmark, Suite, SuiteFile, SamplingParams, Config):
+        fields = [f.name for f in dataclasses.fields(cls)]
+        assert set(field_docs(cls)) == set(fields), (cls.__name__, set(fields) - set(field_docs(cls)))
