@@ -31,6 +31,9 @@ def test_sat_reads_the_hub_file_and_leaves_out_multi_image_questions(tmp_path):
         # the gold letter names the correct answer's text wherever the shuffle put it
         assert sample.choices[ord(sample.answer) - 65] == row["correct_answer"] == sample.meta["answer_text"]
         assert sample.meta["question_type"] == row["question_type"] and route(sample) == "multiple_choice"
+    # streamed, the same questions; unchecked images (no image read at load) keep the two-image one
+    assert [s.id for s in load_source("sat", path=path, streaming=True)] == table.ids
+    assert len(load_source("sat", path=path, check_images=False)) == 5
     # the shuffle is a function of the record id: the same on every load
     assert [s.choices for s in load_source("sat", path=path)] == [s.choices for s in table]
     # ...and it moves options: the fixture's row 0 ("left", "right") comes out as ("right", "left")
