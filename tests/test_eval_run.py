@@ -208,6 +208,8 @@ def test_cross_modal_official_rules_end_to_end(policy, data_root, cache, tmp_pat
     assert set(cats["mmmu"]["question_type"]) == {"multiple-choice", "open"} and set(cats["mmmu"]["subject"]) == {"Art"}
     assert routes["cv_bench"] == {"multiple_choice"} and set(cats["cv_bench"]["source"]) == {"ADE20K", "COCO", "Omni3D"}
     assert report["benchmarks"]["cv_bench"]["official"]["overall"] == 1.0  # CV-Bench's own overall, all right
+    assert "official scores: overall 100.0 (2D 100.0, 3D 100.0), all questions 100.0, Count 100.0" in \
+        (tmp_path / "oracle" / REPORT_MD).read_text()
 
 
 def test_a_missing_source_and_crashing_samples_do_not_lose_the_run(policy, data_root, cache, tmp_path):
