@@ -230,3 +230,41 @@ def test_unknown_option_and_too_many_images_are_clear_errors(policy, fresh):
     prompt = encode_prompts(policy.processor, [sample], "r1", 56 * 56, 56 * 56)[0]
     with pytest.raises(ValueError, match="limit_images_per_prompt"):
         fresh.generate([prompt], 1, SamplingParams(max_new_tokens=2))
+
+
+def test_a_lora_policy_synced_as_merged_weights_matches_the_learner_and_hf(fresh, policy, tiny_model_dir, dist):
+    """LoRA (`model.lora`): after a few learner steps the trainer's sync (`Learner.full_state`:
+    each adapter folded into its base weight, under the checkpoint's names) gives vLLM the
+    adapted policy: the sampled tokens' log-probs equal the learner's (peft's unmerged forward)
+    and greedy outputs equal the `hf` engine's on the LoRA module."""
+    from mm_gpg.algorithms import ALGORITHMS, aggregation_normalizer
+    from mm_gpg.config import LoraConfig
+    from mm_gpg.learner import Learner
+
+    lora_policy = load_policy(str(tiny_model_dir))
+    learner = Learner(lora_policy, lr=3e-2, warmup_steps=1, weight_decay=0.0, grad_clip=1e9, zero_stage=0,
+                      bf16=False, micro_batch_groups=2, local_groups=2, group_size=4,
+                      lora=LoraConfig(r=4, alpha=8.0), train_projector=True)
+    hf = build_engine("hf", policy=lora_policy, model_context=learner.generation_context)
+    train_prompts = synthetic_prompts(lora_policy, 2, seed=7)
+    gen = torch.Generator().manual_seed(0)
+    for step in range(3):
+        groups = hf.generate(train_prompts, 4, SamplingParams(temperature=1.0, max_new_tokens=8, seed=step))
+        n_tokens = sum(len(c.token_ids) for g in groups for c in g)
+        result = learner.step(ALGORITHMS.get("gpg"), train_prompts, groups, torch.randn(2, 4, generator=gen),
+                              alpha=1.0, normalizer=aggregation_normalizer("token_mean", n_tokens, 0, 0),
+                              aggregation="token_mean", clip_eps=0.2)
+        assert not result.skipped
+    fresh.load_weights(learner.full_state())
+
+    prompts = synthetic_prompts(lora_policy, 4, seed=6)
+    groups = fresh.generate(prompts, 4, SamplingParams(temperature=1.0, max_new_tokens=10, seed=0))
+    reference, mask = learner.logprobs(prompts, groups)
+    gap = ((reference - engine_logprobs(groups, reference)).abs() * mask).max().item()
+    assert gap < 2e-4, gap
+    base, _ = learner_logprobs(policy, prompts, groups)  # `fresh` reset `policy` to the checkpoint
+    assert ((reference - base).abs() * mask).max() > 1e-2, "the adapters should have changed the policy"
+
+    greedy = SamplingParams(greedy=True, max_new_tokens=16)
+    for e, g in zip(hf.generate(prompts, 1, greedy), fresh.generate(prompts, 1, greedy)):
+        assert (g[0].token_ids, g[0].finish_reason) == (e[0].token_ids, e[0].finish_reason)
