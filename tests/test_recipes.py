@@ -129,6 +129,7 @@ def test_recipe_runs_two_steps_on_the_tiny_model_and_fixtures(recipe, fixtures, 
     differ = {k for k in ran.keys() | recipe_config.keys() if ran.get(k) != recipe_config.get(k)}
     assert differ <= {"model.path", "model.init_tiny", "model.tiny_family", "data.train", "data.heldout",
                       "train.steps", "rollout.max_new_tokens", "eval.max_new_tokens", "output_dir", "progress"}, differ
+    assert {"model.path", "model.init_tiny", "data.train", "data.heldout", "train.steps"} <= differ
 
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if "loss" in r]
