@@ -231,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("score", help="score a JSONL of responses (raw benchmark records or Samples) with the verifiers",
                    add_help=False)
     sub.add_parser("data", help="inspect a data source", add_help=False)
-    sub.add_parser("export", help="write a training checkpoint in Hugging Face format", add_help=False)
+    sub.add_parser("export", help="write a training checkpoint in Hugging Face format (LoRA: merged, "
+                   "plus its adapter in OUT/adapter/)", add_help=False)
     sub.add_parser("eval", help="run the eval suite", add_help=False)
     sub.add_parser("plot", help="GPG diagnostic plots (PNG) of one run or several", add_help=False)
     sub.add_parser("config", help="print the resolved config (or a suite) with each key's docstring", add_help=False)

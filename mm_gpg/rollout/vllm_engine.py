@@ -19,7 +19,9 @@ updated tensors in `load_weights` after every optimizer step, without a restart:
 in-place `reload_weights` (the model's own `load_weights` fails on the CPU backend, which repacks
 linear weights), then both the encoder cache (stale vision embeddings; the scheduler's copy must
 be dropped too or the engine dies on "Encoder cache miss") and the prefix cache (stale KV for a
-repeated prompt) are reset. The same path serves the GPU backend.
+repeated prompt) are reset. The same path serves the GPU backend. With LoRA (`model.lora`) the
+learner hands over merged weights (each adapter folded into its base weight, see `mm_gpg.lora`),
+so the engine needs no adapter support of its own and samples from exactly the trained policy.
 
 Colocation: the engine core runs in this process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`), so the
 weights pass as an iterator without a copy; with several ranks each one runs its own engine on its
