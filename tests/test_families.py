@@ -146,6 +146,25 @@ def test_frozen_parts_do_not_move_and_trained_parts_do(policy, dist):
     assert learner.trainable["vision_tower"] > 0 and learner.trainable["projector"] == 0
 
 
+def test_lora_adapters_go_on_the_language_model_only(family_dir, dist):
+    from mm_gpg.config import LoraConfig
+
+    policy = load_policy(str(family_dir[1]))  # its own copy: adapters go in in place
+    learner = _learner(policy, train_projector=True, lora=LoraConfig(r=4))
+    assert learner.trainable["lora"] > 0 and learner.trainable["vision_tower"] == 0
+    before = {n: p.detach().clone() for n, p in learner.module.named_parameters()}
+    prompts = _prompts(policy)
+    groups = build_engine("hf", policy=policy).generate(prompts, 3, SamplingParams(temperature=T, max_new_tokens=6,
+                                                                                   seed=2))
+    n_tokens = sum(len(c.token_ids) for g in groups for c in g)
+    learner.step(ALGORITHMS.get("gpg"), prompts, groups, torch.tensor([[1.0, -0.5, -0.5], [0.3, -0.3, 0.0]]),
+                 alpha=1.0, normalizer=aggregation_normalizer("token_mean", n_tokens, 0, 0),
+                 aggregation="token_mean", clip_eps=0.2)
+    moved = {(model_part(n), "lora_" in n) for n, p in learner.module.named_parameters()
+             if not torch.equal(before[n], p.detach())}
+    assert moved == {("language_model", True), ("projector", False)}
+
+
 def test_the_default_recipe_runs_end_to_end(family_dir, tmp_path):
     family, _ = family_dir
     model_dir = tmp_path / "model"  # built by the run itself (model.init_tiny)
