@@ -15,7 +15,7 @@
 # Reuse: a finished environment holds a stamp with RECIPE (below: bump it when a build step
 # changes) and the hashes of the constraints file and of the torchvision fix; when they match, only
 # this checkout is (re)installed into it, in seconds. Otherwise the environment is deleted and
-# rebuilt (minutes: see the README section for the measured time).
+# rebuilt (minutes: docs/vllm.md gives the measured time).
 #
 # Environment variables:
 #   PYTHON               interpreter to build with (default python3.11, else python3; 3.11 here,
