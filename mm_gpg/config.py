@@ -60,7 +60,7 @@ class ModelConfig:
     """Build an embedded tiny model (random weights, a real architecture) at `path` first when
     nothing is there (the offline default)."""
     tiny_family: str = "qwen2_vl"
-    """The architecture `init_tiny` builds (see `mm-gpg init-tiny --help` for the families)."""
+    """The architecture `init_tiny` builds: qwen2_vl, qwen2_5_vl or idefics3 (docs/models.md)."""
     dtype: str = "auto"
     """Parameter dtype: auto (bfloat16 on a GPU that supports it, float32 on the CPU), float32,
     bfloat16 or float16. DeepSpeed's bf16 mode follows it unless `train.bf16` says otherwise."""
@@ -73,9 +73,10 @@ class ModelConfig:
     train_language_model: bool = True
     """Update the language model's weights."""
     train_projector: bool = False
-    """Update the vision projector (Qwen2-VL's `visual.merger`)."""
+    """Update the vision projector (Qwen2-VL/Qwen2.5-VL: `visual.merger`; Idefics3: `connector`)."""
     train_vision_tower: bool = False
-    """Update the vision tower. Off by default; a test proves frozen weights do not move."""
+    """Update the vision tower (Qwen: `visual`; Idefics3: `vision_model`). Off by default; a test
+    proves frozen weights do not move."""
     lora: LoraConfig = field(default_factory=LoraConfig)
     """Low-rank adapters (peft) in place of full fine-tuning of the language model."""
 
@@ -93,9 +94,10 @@ class DataConfig:
     system_prompt: str | None = None
     """System turn; None keeps the chat template's default."""
     min_pixels: int = 112 * 112
-    """Smallest image area after qwen-vl-utils resizing."""
+    """Smallest image area after qwen-vl-utils resizing (Qwen families only; other families use
+    their processor's own sizing)."""
     max_pixels: int = 112 * 112
-    """Largest image area after qwen-vl-utils resizing (bounds image tokens)."""
+    """Largest image area after qwen-vl-utils resizing (bounds image tokens; Qwen families only)."""
 
 
 @dataclass
