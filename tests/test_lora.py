@@ -154,21 +154,30 @@ def test_merged_weights_give_the_lora_policy_logprobs(tiny_model_dir, dist):
     assert mask.sum() > 0
 
 
-def test_export_writes_the_adapter_and_a_merged_model_transformers_loads(tiny_model_dir, dist, tmp_path):
+@pytest.mark.parametrize("zero", [0, 3], ids=["zero0", "zero3"])
+def test_export_writes_the_adapter_and_a_merged_model_transformers_loads(tiny_model_dir, dist, tmp_path, zero):
     from peft import PeftModel
+    from safetensors.torch import load_file
     from transformers import AutoModelForImageTextToText
 
-    from mm_gpg.checkpoint import read_state, save_checkpoint
+    from mm_gpg.checkpoint import read_state, save_checkpoint, save_hf
     from mm_gpg.cli import main
 
     policy = load_policy(str(tiny_model_dir))
-    learner = _learner(policy, train_projector=True)
+    learner = _learner(policy, zero=zero, train_projector=True)
     prompts, groups = _prompts(policy), _groups(2, 3)
     for _ in range(3):
         _step(learner, prompts, groups)
     ckpt = save_checkpoint(tmp_path / "checkpoints", 3, learner, {}, dist, processor=policy.processor)
     assert read_state(ckpt)["lora"]["r"] == 4
     assert main(["export", str(ckpt), str(tmp_path / "out")]) == 0
+    # the run's own final model (`Trainer.save_pretrained`: under ZeRO-3 from the gathered state dict)
+    # has the same files and weights as the export of its checkpoint
+    save_hf(learner.module, policy.processor, tmp_path / "final", dist,
+            state_dict=learner.full_state_dict() if zero == 3 else None)
+    for name in ("model.safetensors", "adapter/adapter_model.safetensors"):
+        a, b = load_file(tmp_path / "out" / name), load_file(tmp_path / "final" / name)
+        assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a), name
     out = tmp_path / "out"
     assert (out / "model.safetensors").is_file() and (out / "config.json").is_file()
     assert sorted(p.name for p in (out / "adapter").iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
@@ -178,8 +187,8 @@ def test_export_writes_the_adapter_and_a_merged_model_transformers_loads(tiny_mo
     assert adapter_config["base_model_name_or_path"] == str(tiny_model_dir)
 
     batch = collate(prompts, groups, policy.pad_token_id)
-    with torch.no_grad():
-        expected, _ = completion_logprobs(learner.module, batch, policy.blocked_tokens, with_entropy=False)
+    with torch.no_grad(), learner.generation_context() as module:  # (gathered under ZeRO-3)
+        expected, _ = completion_logprobs(module, batch, policy.blocked_tokens, with_entropy=False)
         merged = AutoModelForImageTextToText.from_pretrained(out)  # transformers alone
         got, _ = completion_logprobs(merged, batch, policy.blocked_tokens, with_entropy=False)
         base = AutoModelForImageTextToText.from_pretrained(tiny_model_dir)
