@@ -234,6 +234,11 @@ def test_a_missing_column_is_one_error_naming_file_and_column(small_jsonl, optio
     assert not isinstance(info.value, BadRecord)
 
 
+def test_a_missing_column_is_caught_before_streaming_too(small_jsonl):
+    with pytest.raises(ValueError, match="missing column 'prompt' \\(option question_key\\)"):
+        load_source("table", path=str(small_jsonl), question_key="prompt", streaming=True)
+
+
 def test_no_image_column_names_the_ones_looked_for(tmp_path):
     data = write_jsonl(tmp_path / "t.jsonl", [{"picture": "a.png", "question": "q", "answer": "1"}])
     with pytest.raises(ValueError, match=r"no image column: none of \['image', 'images', 'file_name'\] is "
