@@ -177,8 +177,6 @@ def write_adapter(module: torch.nn.Module, state: dict[str, torch.Tensor], out_d
     adapters' names) to `out_dir` in peft's format: `adapter_config.json` and
     `adapter_model.safetensors`, loadable with `peft.PeftModel.from_pretrained(base, out_dir)`
     over the model the run started from (recorded as `base_model_name_or_path`)."""
-    import dataclasses
-
     from peft import LoraConfig as PeftLoraConfig
     from safetensors.torch import save_file
 
@@ -186,9 +184,9 @@ def write_adapter(module: torch.nn.Module, state: dict[str, torch.Tensor], out_d
     out.mkdir(parents=True, exist_ok=True)
     config = module.peft_config[ADAPTER_NAME]
     modules_to_save = fully_trained_modules(module)
-    saved = {f.name: getattr(config, f.name) for f in dataclasses.fields(PeftLoraConfig)
-             if f.name in ("r", "lora_alpha", "lora_dropout", "target_modules", "bias")}
-    peft_config = PeftLoraConfig(**saved, modules_to_save=modules_to_save or None, inference_mode=True,
+    peft_config = PeftLoraConfig(r=config.r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                                 target_modules=config.target_modules, bias=config.bias,
+                                 modules_to_save=modules_to_save or None, inference_mode=True,
                                  base_model_name_or_path=getattr(module.config, "_name_or_path", None) or None)
     peft_config.save_pretrained(str(out))
     tensors = {}
