@@ -21,8 +21,9 @@ from data_prep.registry import register_source
 from data_prep.schema import Sample
 from data_prep.synthetic import SyntheticTask
 from eval.cli import main
+from eval.in_training import SuiteEvaluator, chain_evaluators
 from eval.runner import PREDICTIONS, REPORT_JSON, REPORT_MD, STALL_ENV, SuiteRun
-from eval.suite import SuiteEvaluator, chain_evaluators, load_suite
+from eval.suite import load_suite
 from fixtures_data import hub
 from fixtures_data.sat_cvbench import write_cvbench
 from mm_gpg.distributed import Dist
