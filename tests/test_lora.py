@@ -96,12 +96,13 @@ def test_adapters_on_the_language_model_and_a_misspelt_target_is_named(tiny_mode
         _learner(load_policy(str(tiny_model_dir)), lora=LoraConfig(r=4, target_modules=["qproj", "v_proj"]))
 
 
-@pytest.mark.parametrize("train_projector, zero", [(False, 0), (True, 2), (True, 3)],
-                         ids=["lora-only-zero0", "projector-zero2", "projector-zero3"])
-def test_only_adapters_and_the_asked_projector_move(tiny_model_dir, dist, train_projector, zero):
+@pytest.mark.parametrize("train_projector, zero, checkpointing", [(False, 0, False), (False, 0, True), (True, 2, False),
+                                                                  (True, 3, False)],
+                         ids=["lora-only-zero0", "lora-only-gradient-checkpointing", "projector-zero2", "projector-zero3"])
+def test_only_adapters_and_the_asked_projector_move(tiny_model_dir, dist, train_projector, zero, checkpointing):
     policy = load_policy(str(tiny_model_dir))
     before = {n: p.detach().clone() for n, p in policy.model.named_parameters()}
-    learner = _learner(policy, zero=zero, train_projector=train_projector)
+    learner = _learner(policy, zero=zero, train_projector=train_projector, gradient_checkpointing=checkpointing)
     if zero < 3:  # (ZeRO-3 hands the optimizer its partitions)
         assert sum(p.numel() for group in learner.optimizer.param_groups for p in group["params"]) == \
             sum(learner.trainable.values())
