@@ -24,6 +24,10 @@ fi
 echo "[vllm step] environment ready in $((SECONDS - started)) s"
 
 export MM_GPG_REQUIRE_VLLM=1 VLLM_ENABLE_V1_MULTIPROCESSING=0 DS_ACCELERATOR=cpu
+# The environment keeps its own DeepSpeed op build (its .pth sets TORCH_EXTENSIONS_DIR when unset):
+# an op folder shared with the main environment's other torch can hold a lock or a build that
+# torch cannot load.
+unset TORCH_EXTENSIONS_DIR
 markers="not slow"
 if [[ "${MM_GPG_VLLM_SLOW:-0}" == "1" ]]; then
     markers=""
