@@ -80,6 +80,12 @@ IDEFICS3_CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}Assistant:{% endif %}"
 )
 
+# The words of each family's chat format, learnt as tokens. The Qwen list is exactly what the
+# embedded Qwen2-VL was always built with: a different corpus gives a different tokenizer and so a
+# different random model, and the default run's measured figures are that model's.
+QWEN_CHAT_WORDS = ("system", "user", "assistant")
+IDEFICS3_CHAT_WORDS = ("system", "user", "assistant", "User:", "Assistant:")
+
 TINY_SIZES = {
     "text": dict(hidden_size=128, intermediate_size=344, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2),
@@ -87,13 +93,13 @@ TINY_SIZES = {
 }
 
 
-def _training_corpus() -> list[str]:
+def _training_corpus(chat_words: tuple[str, ...]) -> list[str]:
     """Text the tokenizer is trained on: the chat scaffolding, every prompt style and the
     synthetic tasks' questions and answers, so that common phrases become few tokens."""
     from data_prep.prompts import STYLE_INSTRUCTIONS, build_messages, question_text
     from data_prep.registry import load_source
 
-    corpus = ["You are a helpful assistant.", "system", "user", "assistant", "User:", "Assistant:",
+    corpus = ["You are a helpful assistant.", *chat_words,
               "<think>", "</think>", "<answer>", "</answer>", "\\boxed{", "The answer is"]
     corpus += list(STYLE_INSTRUCTIONS.values())
     for sample in load_source("synthetic", size=200):
@@ -103,7 +109,7 @@ def _training_corpus() -> list[str]:
     return corpus * 3
 
 
-def train_byte_bpe(special_tokens: list[str], vocab_size: int = 512):
+def train_byte_bpe(special_tokens: list[str], chat_words: tuple[str, ...], vocab_size: int = 512):
     """A byte-level BPE (a `tokenizers.Tokenizer`) trained on `_training_corpus`, with
     `special_tokens` first in the vocabulary: the shared core of every family's tokenizer."""
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
@@ -118,7 +124,7 @@ def train_byte_bpe(special_tokens: list[str], vocab_size: int = 512):
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special_tokens,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   show_progress=False)
-    bpe.train_from_iterator(_training_corpus(), trainer=trainer)
+    bpe.train_from_iterator(_training_corpus(chat_words), trainer=trainer)
     return bpe
 
 
@@ -126,7 +132,7 @@ def build_tokenizer(vocab_size: int = 512):
     """A byte-level BPE with the Qwen special tokens, wrapped as transformers' Qwen2 tokenizer."""
     from transformers import Qwen2TokenizerFast
 
-    tokenizer = Qwen2TokenizerFast(tokenizer_object=train_byte_bpe(QWEN_SPECIAL_TOKENS, vocab_size),
+    tokenizer = Qwen2TokenizerFast(tokenizer_object=train_byte_bpe(QWEN_SPECIAL_TOKENS, QWEN_CHAT_WORDS, vocab_size),
                                    eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token=None,
                                    bos_token=None, errors="replace", clean_up_tokenization_spaces=False,
                                    model_max_length=4096)
@@ -230,7 +236,7 @@ def build_tiny_idefics3(out: Path, seed: int, image_pixels: int) -> Path:
                               Idefics3Processor, PreTrainedTokenizerFast)
 
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=train_byte_bpe(IDEFICS3_SPECIAL_TOKENS), bos_token="<|im_start|>",
+        tokenizer_object=train_byte_bpe(IDEFICS3_SPECIAL_TOKENS, IDEFICS3_CHAT_WORDS), bos_token="<|im_start|>",
         eos_token="<end_of_utterance>", pad_token="<|endoftext|>", unk_token=None,
         clean_up_tokenization_spaces=False, model_max_length=4096)
     tokenizer.add_special_tokens({"additional_special_tokens": IDEFICS3_SPECIAL_TOKENS[1:]})
